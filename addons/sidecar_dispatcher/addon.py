@@ -1,0 +1,187 @@
+"""The mitmproxy addon: translate flows to and from the pure routing core.
+
+    mitmdump --mode reverse:http://127.0.0.1:8081@5000 -s addons/dispatcher.py
+
+Dispatch happens in `requestheaders`, before mitmproxy opens the upstream connection, so it is
+also right when request bodies are streamed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.addonmanager import Loader
+from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
+
+from .config import ConfigError, load_config
+from .routing import AmbiguousRequest, Decision, resolve
+from .rules import RuleSet
+
+logger = logging.getLogger(__name__.rpartition(".")[0])
+
+CONFIG_OPTION = "dispatcher_config"
+METADATA_KEY = "dispatcher"
+DISPATCHED_MARKER = ":twisted_rightwards_arrows:"  # 🔀 in mitmweb's flow list
+
+
+def default_config_path() -> str:
+    return os.environ.get("SIDECAR_CONFIG") or "config.yaml"
+
+
+def log_level_from_environment() -> int:
+    """SIDECAR_LOGGING_LEVEL as a logging level (INFO when unset); ValueError when unknown."""
+    name = os.environ.get("SIDECAR_LOGGING_LEVEL", "").strip().upper() or "INFO"
+    level = logging.getLevelNamesMapping().get(name)
+    if level is None:
+        choices = "DEBUG, INFO, WARNING, ERROR, CRITICAL"
+        raise ValueError(f"SIDECAR_LOGGING_LEVEL={name!r} is not one of {choices}")
+    return level
+
+
+class Dispatcher:
+    """Send each request to the destination its key header selects, patching its headers."""
+
+    def __init__(self) -> None:
+        self.rules: RuleSet | None = None
+        self.keep_host_header = False  # mitmproxy's option, mirrored here off the request path
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            name=CONFIG_OPTION,
+            typespec=str,
+            default=default_config_path(),
+            help="Path of the dispatcher's YAML config (key, destination, rewrites). "
+            "Defaults to $SIDECAR_CONFIG, else config.yaml.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "keep_host_header" in updated:
+            self.keep_host_header = ctx.options.keep_host_header
+        if CONFIG_OPTION not in updated:
+            return
+        path = ctx.options.dispatcher_config
+        try:
+            # Read here, not in load(): mitmproxy drops errors raised while loading an addon.
+            level = log_level_from_environment()
+        except ValueError as e:
+            raise exceptions.OptionsError(str(e)) from None
+        try:
+            rules = load_config(path)
+        except ConfigError as e:
+            raise exceptions.OptionsError(f"Invalid dispatcher config:\n{e}") from None
+        logger.setLevel(level)
+        self.rules = rules  # swapped in whole, only once it parsed
+        logger.info("dispatcher config %s loaded: %s", path, rules.summary())
+
+    def running(self) -> None:
+        self._explain_reverse_target()
+        options = ctx.options
+        if logger.getEffectiveLevel() <= logging.DEBUG and "termlog_verbosity" in options:
+            # SIDECAR_LOGGING_LEVEL=DEBUG asks for debug lines; the terminal would hide them.
+            options.termlog_verbosity = "debug"
+        if "connection_strategy" in options and options.connection_strategy == "eager":
+            # Eager mode connects every client connection to the reverse-mode target first:
+            # when that target is down, dispatched requests fail too. Lazy connects only
+            # where the dispatcher sends the request.
+            options.connection_strategy = "lazy"
+            logger.info(
+                "connection_strategy set to lazy: upstream connections are opened "
+                "only to the destination each request is dispatched to"
+            )
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live or flow.is_replay:
+            return
+        try:
+            self._dispatch(flow)
+        except AmbiguousRequest as e:
+            logger.warning("refused %s %s: %s", flow.request.method, flow.request.path, e)
+            flow.response = _error_response(400, f"sidecar dispatcher: {e}")
+        except Exception as e:  # fail closed: never let the request reach the wrong upstream
+            logger.error(
+                "dispatch failed for %s %s:\n%s",
+                flow.request.method,
+                flow.request.path,
+                traceback.format_exc(),
+            )
+            flow.response = _error_response(502, f"sidecar dispatcher: dispatch failed ({e!r})")
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        decision = flow.metadata.get(METADATA_KEY)
+        if decision and flow.error:
+            logger.warning(
+                "%s → %s failed: %s",
+                decision["rule"] or "default",
+                decision["destination"],
+                flow.error.msg,
+            )
+
+    def _explain_reverse_target(self) -> None:
+        """Say where traffic goes when the reverse-mode URL and the default destination differ."""
+        if self.rules is None:
+            return
+        default = self.rules.default
+        for spec in ctx.options.mode:
+            mode = ProxyMode.parse(spec)
+            if not isinstance(mode, ReverseMode):
+                continue
+            if (mode.scheme, mode.address) != (default.scheme, (default.host, default.port)):
+                logger.info(
+                    "reverse-mode target %s is not the config's default destination %s: "
+                    "requests go where the config says, the reverse-mode target is unused",
+                    mode.data,
+                    default,
+                )
+
+    def _dispatch(self, flow: http.HTTPFlow) -> None:
+        if self.rules is None:
+            raise RuntimeError("the dispatcher has no configuration loaded")
+        request = flow.request
+        client_host_header = request.host_header
+        decision = resolve(
+            self.rules,
+            request.headers,
+            client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else None,
+            path=request.path,
+            keep_host=self.keep_host_header,
+        )
+        destination = decision.destination
+        # Scheme before host and port: the Host header mitmproxy derives depends on it.
+        request.scheme = destination.scheme
+        request.host = destination.host
+        request.port = destination.port
+        request.path = decision.path
+        if self.keep_host_header:
+            request.host_header = client_host_header  # setting .host rewrote it
+        for header in decision.headers:
+            if header.name.lower() == "host":
+                request.host_header = header.value  # also :authority for HTTP/2
+            else:
+                request.headers[header.name] = header.value
+        _record(flow, decision)
+
+
+def _record(flow: http.HTTPFlow, decision: Decision) -> None:
+    flow.metadata[METADATA_KEY] = decision.as_metadata()
+    flow.comment = decision.describe()
+    if decision.dispatched:
+        flow.marked = DISPATCHED_MARKER
+    logger.info(
+        "%s → %s (%s) %s %s patched=[%s]",
+        decision.label,
+        decision.destination,
+        decision.reason,
+        flow.request.method,
+        flow.request.path.partition("?")[0],
+        ", ".join(decision.patched_names),
+    )
+    if logger.isEnabledFor(logging.DEBUG):
+        for header in decision.headers:
+            logger.debug("%s → set %s: %s", decision.label, header.name, header.value)
+
+
+def _error_response(status: int, reason: str) -> http.Response:
+    return http.Response.make(status, reason + "\n", {"Content-Type": "text/plain; charset=utf-8"})
