@@ -60,8 +60,14 @@ class Dispatcher:
     def configure(self, updated: set[str]) -> None:
         if "keep_host_header" in updated:
             self.keep_host_header = ctx.options.keep_host_header
-        if CONFIG_OPTION not in updated:
-            return
+        if CONFIG_OPTION in updated:
+            self.reload()
+
+    def reload(self) -> None:
+        """Read the config named by `dispatcher_config` and swap it in whole.
+
+        Raises OptionsError naming file:line:col when it is invalid; the rules in force stay.
+        """
         path = ctx.options.dispatcher_config
         try:
             # Read here, not in load(): mitmproxy drops errors raised while loading an addon.
@@ -73,10 +79,12 @@ class Dispatcher:
         except ConfigError as e:
             raise exceptions.OptionsError(f"Invalid dispatcher config:\n{e}") from None
         logger.setLevel(level)
-        self.rules = rules  # swapped in whole, only once it parsed
+        self.rules = rules
         logger.info("dispatcher config %s loaded: %s", path, rules.summary())
 
     def running(self) -> None:
+        if self.rules is None:  # added to a master by hand, and no option change configured it
+            self.reload()
         self._explain_reverse_target()
         options = ctx.options
         if logger.getEffectiveLevel() <= logging.DEBUG and "termlog_verbosity" in options:

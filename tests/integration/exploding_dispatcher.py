@@ -1,0 +1,24 @@
+"""mitmproxy script for tests: the real Dispatcher, whose routing raises on `X-Test-Explode`.
+
+It shows that an exception inside dispatch reaches the client as the sidecar's own 502,
+inside a real mitmdump, instead of mitmproxy's default of carrying on to the reverse target.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sidecar_dispatcher.addon as addon_module
+from sidecar_dispatcher import Dispatcher
+from sidecar_dispatcher.routing import Decision, HeaderLookup, resolve
+from sidecar_dispatcher.rules import RuleSet
+
+
+def exploding_resolve(rules: RuleSet, headers: HeaderLookup, **kwargs: Any) -> Decision:
+    if headers.get_all("X-Test-Explode"):
+        raise RuntimeError("routing exploded on purpose")
+    return resolve(rules, headers, **kwargs)
+
+
+addon_module.resolve = exploding_resolve  # type: ignore[attr-defined]
+addons = [Dispatcher()]
