@@ -329,9 +329,11 @@ def test_error_hook_names_rule_and_destination(
 # --- start-up
 
 
-def test_running_switches_to_lazy_connections(harness: Harness) -> None:
+def test_loading_a_config_switches_to_lazy_connections(
+    harness: Harness, write_config: WriteConfig
+) -> None:
     harness.tctx.configure(harness.dispatcher, connection_strategy="eager")
-    harness.dispatcher.running()
+    harness.tctx.configure(harness.dispatcher, dispatcher_config=str(write_config(CONFIG)))
     assert harness.tctx.options.connection_strategy == "lazy"
 
 
@@ -358,5 +360,4 @@ def test_debug_level_raises_terminal_verbosity(
     dispatcher = Dispatcher()
     with taddons.context(TermLog(out=io.StringIO()), dispatcher) as tctx:
         tctx.configure(dispatcher, dispatcher_config=str(config_path))
-        dispatcher.running()
         assert tctx.options.termlog_verbosity == "debug"

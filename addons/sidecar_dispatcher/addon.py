@@ -81,11 +81,15 @@ class Dispatcher:
         logger.setLevel(level)
         self.rules = rules
         logger.info("dispatcher config %s loaded: %s", path, rules.summary())
+        self._adjust_proxy_options()
 
     def running(self) -> None:
         if self.rules is None:  # added to a master by hand, and no option change configured it
             self.reload()
         self._explain_reverse_target()
+
+    def _adjust_proxy_options(self) -> None:
+        """Set the mitmproxy options dispatching depends on; done on load, before any client."""
         options = ctx.options
         if logger.getEffectiveLevel() <= logging.DEBUG and "termlog_verbosity" in options:
             # SIDECAR_LOGGING_LEVEL=DEBUG asks for debug lines; the terminal would hide them.

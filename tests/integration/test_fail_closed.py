@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,10 @@ def test_exception_in_dispatch_answers_502_and_reaches_no_upstream(
 ) -> None:
     process = Sidecar(default_upstream.url, config=config_file, script=EXPLODING).start()
     try:
+        # mitmdump exits when an ERROR is logged before its start-up has finished, which
+        # lasts a little past the moment it listens: let it finish before the failure.
+        assert process.request("GET", "/").status == 200
+        time.sleep(0.5)
         before = len(default_upstream.received) + len(dev_upstream.received)
         response = process.request("GET", "/", [("environment", "dev"), ("X-Test-Explode", "1")])
         assert response.status == 502
