@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 SIDECAR_PORT ?= 5000
 
-.PHONY: run test lint clean
+.PHONY: run test lint clean system-packages
 
 run: $(INSTALLED)  ## the sidecar on :$(SIDECAR_PORT) with config.yaml and two demo destinations
 	PATH="$(CURDIR)/$(BIN):$$PATH" SIDECAR_PORT=$(SIDECAR_PORT) sh example/run-demo.sh
@@ -22,8 +22,19 @@ $(INSTALLED): pyproject.toml
 	@python=$$(sh .ci/find-python.sh) || exit 1; \
 	  echo "using $$python"; "$$python" -m venv --clear $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,deploy]'
 	touch $@
+
+# Real programs the end-to-end tests drive (Debian packages; needs root): nginx for the
+# enricher pod, Chromium and its driver for mitmweb's UI. `make test` fails on CI without them.
+SYSTEM_PACKAGES := nginx-light chromium chromium-driver
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+	  | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build addons/*.egg-info
