@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from pathlib import Path
@@ -11,6 +12,7 @@ from mitmproxy import exceptions, http
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.addons.termlog import TermLog
 from mitmproxy.test import taddons, tflow
+
 from sidecar_dispatcher import Dispatcher
 from sidecar_dispatcher.addon import DISPATCHED_MARKER
 
@@ -361,3 +363,64 @@ def test_debug_level_raises_terminal_verbosity(
     with taddons.context(TermLog(out=io.StringIO()), dispatcher) as tctx:
         tctx.configure(dispatcher, dispatcher_config=str(config_path))
         assert tctx.options.termlog_verbosity == "debug"
+
+
+# --- live reload
+
+
+OTHER_CONFIG = "key: environment\ndestination: http://other.test\n"
+
+
+def test_refresh_applies_a_changed_file(harness: Harness, config_path: Path) -> None:
+    config_path.write_text(OTHER_CONFIG)
+    harness.dispatcher.refresh("test")
+    assert harness.dispatch(make_flow(("environment", "dev"))).request.host == "other.test"
+
+
+def test_refresh_keeps_the_last_good_config_when_the_file_is_invalid(
+    harness: Harness, config_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config_path.write_text("key: environment\ndestination: nowhere\n")
+    with caplog.at_level(logging.ERROR, logger="sidecar_dispatcher"):
+        harness.dispatcher.refresh("test")
+    assert harness.dispatch(make_flow(("environment", "dev"))).request.host == "dev.test"
+    assert f"{config_path}:2:14: destination: expected" in caplog.text
+    assert "still serving the last good config" in caplog.text
+
+
+def test_refresh_keeps_the_last_good_config_when_the_file_is_deleted(
+    harness: Harness, config_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config_path.unlink()
+    with caplog.at_level(logging.ERROR, logger="sidecar_dispatcher"):
+        harness.dispatcher.refresh("test")
+        harness.dispatcher.refresh("test")
+    assert harness.dispatch(make_flow(("environment", "dev"))).request.host == "dev.test"
+    assert caplog.text.count("is missing; still serving the last good config") == 1
+
+
+def test_reload_command_rereads_the_file(harness: Harness, config_path: Path) -> None:
+    config_path.write_text(OTHER_CONFIG)
+    harness.tctx.command(harness.dispatcher.reload_command)
+    assert harness.dispatch(make_flow()).request.host == "other.test"
+
+
+def test_watcher_applies_a_saved_file_and_follows_the_option(config_path: Path) -> None:
+    async def scenario() -> None:
+        dispatcher = Dispatcher()
+        with taddons.context(dispatcher) as tctx:
+            tctx.configure(dispatcher, dispatcher_config=str(config_path))
+            assert dispatcher.watcher is not None
+            assert dispatcher.watcher.method == "inotify"
+            config_path.write_text(OTHER_CONFIG)
+            for _ in range(40):  # the watcher settles for 0.25 s
+                await asyncio.sleep(0.05)
+                if dispatcher.rules and dispatcher.rules.default.host == "other.test":
+                    break
+            assert dispatcher.rules is not None
+            assert dispatcher.rules.default.host == "other.test"
+            tctx.configure(dispatcher, dispatcher_watch=False)
+            assert dispatcher.watcher is None
+            dispatcher.done()
+
+    asyncio.run(scenario())

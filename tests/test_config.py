@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from sidecar_dispatcher.config import MAX_CONFIG_BYTES, ConfigError, load_config, parse_config
 from sidecar_dispatcher.rules import Destination, HeaderPatch, RuleSet
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from sidecar_dispatcher.config import parse_config
 from sidecar_dispatcher.destinations import parse_destination
 from sidecar_dispatcher.routing import AmbiguousRequest, Decision, forwarded_for, resolve

@@ -8,27 +8,29 @@ also right when request bodies are streamed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import signal
 import traceback
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import command, ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 
-from .config import ConfigError, load_config
+from .config import ConfigError, default_config_path
+from .config_file import ConfigFile, ConfigFileMissing
 from .routing import AmbiguousRequest, Decision, resolve
 from .rules import RuleSet
+from .watch import FileWatcher
 
 logger = logging.getLogger(__name__.rpartition(".")[0])
 
 CONFIG_OPTION = "dispatcher_config"
+WATCH_OPTION = "dispatcher_watch"
 METADATA_KEY = "dispatcher"
 DISPATCHED_MARKER = ":twisted_rightwards_arrows:"  # 🔀 in mitmweb's flow list
-
-
-def default_config_path() -> str:
-    return os.environ.get("SIDECAR_CONFIG") or "config.yaml"
 
 
 def log_level_from_environment() -> int:
@@ -47,6 +49,8 @@ class Dispatcher:
     def __init__(self) -> None:
         self.rules: RuleSet | None = None
         self.keep_host_header = False  # mitmproxy's option, mirrored here off the request path
+        self.config_file: ConfigFile | None = None
+        self.watcher: FileWatcher | None = None
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -56,12 +60,21 @@ class Dispatcher:
             help="Path of the dispatcher's YAML config (key, destination, rewrites). "
             "Defaults to $SIDECAR_CONFIG, else config.yaml.",
         )
+        loader.add_option(
+            name=WATCH_OPTION,
+            typespec=bool,
+            default=True,
+            help="Reload the dispatcher config when its file changes; an invalid file is "
+            "not applied and the last good config keeps serving.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "keep_host_header" in updated:
             self.keep_host_header = ctx.options.keep_host_header
         if CONFIG_OPTION in updated:
             self.reload()
+        if updated & {CONFIG_OPTION, WATCH_OPTION}:
+            self._restart_watcher()
 
     def reload(self) -> None:
         """Read the config named by `dispatcher_config` and swap it in whole.
@@ -74,19 +87,79 @@ class Dispatcher:
             level = log_level_from_environment()
         except ValueError as e:
             raise exceptions.OptionsError(str(e)) from None
+        config_file = ConfigFile(path)
         try:
-            rules = load_config(path)
+            rules = config_file.load()
         except ConfigError as e:
             raise exceptions.OptionsError(f"Invalid dispatcher config:\n{e}") from None
         logger.setLevel(level)
-        self.rules = rules
+        self.rules, self.config_file = rules, config_file
         logger.info("dispatcher config %s loaded: %s", path, rules.summary())
         self._adjust_proxy_options()
+
+    @command.command("dispatcher.reload")
+    def reload_command(self) -> None:
+        """Re-read the dispatcher config file now; an invalid file keeps the rules in force."""
+        self.refresh("reload requested", force=True)
+
+    def refresh(self, reason: str, *, force: bool = False) -> None:
+        """Apply the config file if it changed; never raises, a bad file is logged and skipped."""
+        if self.config_file is None:
+            return
+        path = self.config_file.path
+        try:
+            rules = self.config_file.load() if force else self.config_file.changed()
+        except ConfigFileMissing:
+            logger.error(
+                "%s: config file %s is missing; still serving the last good config", reason, path
+            )
+            return
+        except ConfigError as e:
+            logger.error(
+                "%s: config file %s is invalid; still serving the last good config:\n%s",
+                reason,
+                path,
+                e,
+            )
+            return
+        if rules is None:
+            return
+        self.rules = rules  # one assignment: requests already dispatched keep their decision
+        logger.info("dispatcher config %s reloaded (%s): %s", path, reason, rules.summary())
 
     def running(self) -> None:
         if self.rules is None:  # added to a master by hand, and no option change configured it
             self.reload()
         self._explain_reverse_target()
+        if self.watcher is None:  # configure() starts it when a loop already runs
+            self._restart_watcher()
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+        except (RuntimeError, NotImplementedError, ValueError):  # no loop, or not main thread
+            logger.debug("SIGHUP reloading unavailable here")
+
+    def done(self) -> None:
+        if self.watcher:
+            self.watcher.stop()
+            self.watcher = None
+        with contextlib.suppress(RuntimeError, NotImplementedError, ValueError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+    def _on_sighup(self) -> None:
+        self.refresh("SIGHUP", force=True)
+
+    def _restart_watcher(self) -> None:
+        if self.watcher:
+            self.watcher.stop()
+            self.watcher = None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not running yet: running() starts it
+            return
+        if self.config_file and ctx.options.dispatcher_watch:
+            self.watcher = FileWatcher(self.config_file.path, lambda: self.refresh("file changed"))
+            self.watcher.start(loop)
+            logger.info("watching %s for changes (%s)", self.config_file.path, self.watcher.method)
 
     def _adjust_proxy_options(self) -> None:
         """Set the mitmproxy options dispatching depends on; done on load, before any client."""

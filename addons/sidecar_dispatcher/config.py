@@ -21,8 +21,12 @@ from .destinations import parse_destination
 from .headers import FRAMING_HEADERS, header_name_problem, header_value_problem
 from .rules import Destination, HeaderPatch, Rule, RuleSet
 
-# A config is a few kilobytes; refusing big files early bounds time and memory.
+# A config is a few kilobytes. These limits bound the time and memory a hostile file can cost:
+# aliases are never expanded, but a rule or patch list reached through an alias counts each time.
 MAX_CONFIG_BYTES = 1024 * 1024
+MAX_RULES = 10_000
+MAX_PATCHES = 10_000  # header patches in all rules together
+MAX_PROBLEMS = 100  # reported; more are summarised in one line
 
 TOP_LEVEL_KEYS = ("key", "destination", "rewrites")
 RULE_KEYS = ("patch", "destination")
@@ -60,9 +64,19 @@ class ConfigError(ValueError):
         super().__init__("\n".join(str(problem) for problem in self.problems))
 
 
+def default_config_path() -> str:
+    """Where the config is read from unless told otherwise: $SIDECAR_CONFIG, else config.yaml."""
+    return os.environ.get("SIDECAR_CONFIG") or "config.yaml"
+
+
 def load_config(path: str | os.PathLike[str]) -> RuleSet:
     """Read and validate the config file at `path`."""
     source = os.fspath(path)
+    return parse_config_bytes(read_config_bytes(source), source)
+
+
+def read_config_bytes(source: str) -> bytes:
+    """The file's bytes, at most MAX_CONFIG_BYTES; ConfigError when it cannot be read."""
     try:
         with open(source, "rb") as file:
             data = file.read(MAX_CONFIG_BYTES + 1)
@@ -74,6 +88,11 @@ def load_config(path: str | os.PathLike[str]) -> RuleSet:
         raise _file_error(source, f"cannot read config file: {e.strerror or e}") from None
     if len(data) > MAX_CONFIG_BYTES:
         raise _file_error(source, f"config file is larger than {MAX_CONFIG_BYTES} bytes")
+    return data
+
+
+def parse_config_bytes(data: bytes, source: str) -> RuleSet:
+    """Decode UTF-8 (a BOM is allowed) and parse; ConfigError names a bad byte's position."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -97,7 +116,21 @@ def parse_config(text: str, source: str = "<string>") -> RuleSet:
         raise ConfigError([Problem(source, line, column, "", f"invalid YAML: {detail}")]) from None
     except yaml.YAMLError as e:
         raise _file_error(source, f"invalid YAML: {e}") from None
-    return _ConfigReader(source).read(root)
+    reader = _ConfigReader(source)
+    try:
+        return reader.read(root)
+    except _TooLarge as e:
+        raise ConfigError(
+            [*reader.sorted_problems(), Problem(source, e.line, e.column, e.path, e.message)]
+        ) from None
+
+
+class _TooLarge(Exception):
+    """Stops reading a config that exceeds a limit; carries where and why."""
+
+    def __init__(self, node: yaml.Node, path: str, message: str) -> None:
+        self.line, self.column = node.start_mark.line + 1, node.start_mark.column + 1
+        self.path, self.message = path, message
 
 
 def _file_error(source: str, message: str) -> ConfigError:
@@ -110,6 +143,18 @@ class _ConfigReader:
     def __init__(self, source: str) -> None:
         self.source = source
         self.problems: list[Problem] = []
+        self.patches_read = 0
+
+    def sorted_problems(self) -> list[Problem]:
+        problems = sorted(self.problems, key=lambda p: (p.line, p.column))
+        if len(problems) > MAX_PROBLEMS:
+            more = len(problems) - MAX_PROBLEMS
+            last = problems[MAX_PROBLEMS]
+            summary = Problem(
+                self.source, last.line, last.column, "", f"... and {more} more problems"
+            )
+            problems = [*problems[:MAX_PROBLEMS], summary]
+        return problems
 
     def read(self, root: yaml.Node | None) -> RuleSet:
         if root is None:
@@ -132,7 +177,7 @@ class _ConfigReader:
             default = self._destination(fields["destination"], "destination")
         rules = self._rules(fields["rewrites"]) if "rewrites" in fields else {}
         if self.problems or key is None or default is None:
-            raise ConfigError(sorted(self.problems, key=lambda p: (p.line, p.column)))
+            raise ConfigError(self.sorted_problems())
         return RuleSet(key=key, default=default, rules=MappingProxyType(rules), source=self.source)
 
     # --- the schema, one level at a time
@@ -141,7 +186,9 @@ class _ConfigReader:
         if _is_null(node):  # `rewrites:` with nothing under it: no rules
             return {}
         rules: dict[str, Rule] = {}
-        for name_node, rule_node in self._pairs(node, "rewrites"):
+        for index, (name_node, rule_node) in enumerate(self._pairs(node, "rewrites")):
+            if index == MAX_RULES:
+                raise _TooLarge(name_node, "rewrites", f"more than {MAX_RULES} rules")
             name = self._rule_name(name_node)
             if name is None:
                 continue
@@ -161,6 +208,10 @@ class _ConfigReader:
         patches = []
         for index, item in enumerate(node.value):
             item_path = f"{path}[{index}]"
+            self.patches_read += 1
+            if self.patches_read > MAX_PATCHES:
+                message = f"more than {MAX_PATCHES} header patches in all rules (an alias counts "
+                raise _TooLarge(item, item_path, message + "each time it is used)")
             fields = self._mapping(item, item_path, PATCH_KEYS, required=PATCH_KEYS)
             name = self._header_name(fields["key"], f"{item_path}.key") if "key" in fields else None
             if name is not None and name.lower() in FRAMING_HEADERS:

@@ -184,7 +184,9 @@ class Sidecar:
         self.process = self._spawn()
         try:
             wait_until_accepting(self.port, self.process, "sidecar")
-        except RuntimeError as e:
+            # The port alone could be another process's (free ports race); mitmproxy says so.
+            self.wait_for_log(f"listening at 127.0.0.1:{self.port}", timeout=START_TIMEOUT)
+        except (RuntimeError, AssertionError) as e:
             self.stop()
             raise RuntimeError(f"{e}:\n{self.logs()}") from None
         return self

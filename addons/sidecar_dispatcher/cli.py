@@ -1,0 +1,175 @@
+"""The `sidecar-dispatcher` command: check a config, and explain what it does to a request.
+
+    sidecar-dispatcher validate [PATH]
+    sidecar-dispatcher explain [--config PATH] -H 'environment: dev' [-X METHOD] /path?query
+
+Neither subcommand imports mitmproxy or sends anything; `explain` runs the same `resolve` the
+live addon runs. PATH defaults to $SIDECAR_CONFIG, else config.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from .config import ConfigError, default_config_path, load_config
+from .routing import AmbiguousRequest, resolve
+from .rules import RuleSet
+
+
+class HeaderList:
+    """An ordered, case-insensitive header list with mitmproxy's `Headers` semantics."""
+
+    def __init__(self, fields: Sequence[tuple[str, str]] = ()) -> None:
+        self.fields = list(fields)
+
+    def get_all(self, name: str) -> list[str]:
+        return [value for key, value in self.fields if key.lower() == name.lower()]
+
+    def set(self, name: str, value: str) -> None:
+        """Replace the first field of that name in place and drop the others, else append."""
+        positions = [i for i, (key, _) in enumerate(self.fields) if key.lower() == name.lower()]
+        if not positions:
+            self.fields.append((name, value))
+            return
+        first, *others = positions
+        self.fields[first] = (self.fields[first][0], value)
+        for index in reversed(others):
+            del self.fields[index]
+
+
+def validate(path: str, out: TextIO) -> int:
+    try:
+        rules = load_config(path)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=out)
+        return 1
+    print(f"{path}: OK", file=out)
+    print(describe_rules(rules), file=out)
+    return 0
+
+
+def describe_rules(rules: RuleSet) -> str:
+    lines = [f"  key:         {rules.key}", f"  default:     {rules.default}"]
+    lines.append(f"  rules:       {len(rules.rules)}")
+    width = max((len(name) for name in rules.rules), default=0)
+    for name, rule in rules.rules.items():
+        destination = rule.destination or f"{rules.default} (default)"
+        patched = ", ".join(patch.name for patch in rule.patches) or "none"
+        lines.append(f"    {name:<{width}}  → {destination}  patches: {patched}")
+    return "\n".join(lines)
+
+
+def explain(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        rules = load_config(arguments.config)
+    except ConfigError as e:
+        print(e, file=err)
+        return 1
+    try:
+        headers = HeaderList([parse_header(text) for text in arguments.header])
+    except ValueError as e:
+        print(f"sidecar-dispatcher explain: {e}", file=err)
+        return 2
+    path = arguments.path if arguments.path.startswith(("/", "*")) else "/" + arguments.path
+    try:
+        decision = resolve(
+            rules,
+            headers,
+            client_ip=arguments.client_ip or None,
+            path=path,
+            keep_host=arguments.keep_host_header,
+        )
+    except AmbiguousRequest as e:
+        print(f"refused:      400 Bad Request from the sidecar ({e})", file=out)
+        print("upstream:     nothing is sent", file=out)
+        return 0
+    for header in decision.headers:
+        headers.set(header.name, header.value)
+    destination = decision.destination
+    rule = decision.rule if decision.rule is not None else "default"
+    print(f"rule:         {rule} ({decision.reason})", file=out)
+    print(f"destination:  {destination}", file=out)
+    origin = f"{destination.scheme}://{destination.authority}"
+    print(f"upstream:     {arguments.method} {origin}{decision.path}", file=out)
+    print("headers:", file=out)
+    for name, value in headers.fields:
+        print(f"  {name}: {value}", file=out)
+    return 0
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise ValueError(f"header {text!r} is not of the form 'Name: value'")
+    return name.strip(), value.strip()
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sidecar-dispatcher",
+        description="Check a dispatcher config, or explain how it dispatches a request.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser(
+        "validate",
+        help="check a config file, like nginx -t",
+        description="Exit 0 and summarise a good config; print every problem of a bad one "
+        "as PATH:LINE:COL: key.path: message and exit 1.",
+    )
+    check.add_argument(
+        "path",
+        nargs="?",
+        default=default_config_path(),
+        metavar="PATH",
+        help="config file (default: $SIDECAR_CONFIG, else config.yaml)",
+    )
+
+    show = commands.add_parser(
+        "explain",
+        help="show where a request would go and with which headers, without sending it",
+        description="Print the rule chosen (or default, and why), the upstream URL and the "
+        "complete header set the request would carry after patches. Nothing is sent.",
+    )
+    show.add_argument("path", metavar="PATH[?QUERY]", help="request path, e.g. /api?x=1")
+    show.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'Name: value'",
+        help="a request header as the client sends it (repeatable)",
+    )
+    show.add_argument("-X", "--method", default="GET", help="request method (default: GET)")
+    show.add_argument(
+        "--config",
+        default=default_config_path(),
+        metavar="PATH",
+        help="config file (default: $SIDECAR_CONFIG, else config.yaml)",
+    )
+    show.add_argument(
+        "--client-ip",
+        default="127.0.0.1",
+        help="client address appended to X-Forwarded-For (default: 127.0.0.1; '' for none)",
+    )
+    show.add_argument(
+        "--keep-host-header",
+        action="store_true",
+        help="as with mitmproxy's keep_host_header: keep the client's Host",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = make_parser().parse_args(argv)
+    if arguments.command == "validate":
+        return validate(arguments.path, sys.stdout)
+    return explain(arguments, sys.stdout, sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The JSON Schema and the loader agree: both accept every config in the repository and
+both reject every bad-config fixture."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from sidecar_dispatcher.config import ConfigError, load_config
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = REPOSITORY / "addons" / "sidecar_dispatcher" / "config.schema.json"
+BAD = sorted((REPOSITORY / "tests" / "fixtures" / "bad-configs").glob("*.yaml"))
+SKIPPED_FOLDERS = {".venv", ".git", "fixtures", "node_modules"}
+
+
+def repository_configs() -> list[Path]:
+    """Every dispatcher config in the repository: YAML files with top-level key + destination."""
+    found = []
+    for path in sorted(REPOSITORY.rglob("*.yaml")):
+        if SKIPPED_FOLDERS & set(path.relative_to(REPOSITORY).parts):
+            continue
+        data = yaml.safe_load(path.read_text())
+        if isinstance(data, dict) and {"key", "destination"} <= data.keys():
+            found.append(path)
+    return [*found, *sorted((REPOSITORY / "tests" / "fixtures" / "good-configs").glob("*.yaml"))]
+
+
+class _EditorLikeLoader(yaml.SafeLoader):
+    """Reads YAML as an editor's language server does: dates stay text, duplicates are errors."""
+
+
+_EditorLikeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    keys = [loader.construct_object(key) for key, _ in node.value]
+    if len(keys) != len(set(keys)):
+        raise yaml.constructor.ConstructorError(None, None, "duplicate key", node.start_mark)
+    return loader.construct_mapping(node)
+
+
+_EditorLikeLoader.add_constructor("tag:yaml.org,2002:map", _no_duplicates)
+
+
+def schema_accepts(path: Path) -> bool:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    try:
+        data = yaml.load(path.read_text(), Loader=_EditorLikeLoader)
+    except yaml.YAMLError:
+        return False
+    valid: bool = jsonschema.Draft202012Validator(schema).is_valid(data)
+    return valid
+
+
+def loader_accepts(path: Path) -> bool:
+    try:
+        load_config(path)
+    except ConfigError:
+        return False
+    return True
+
+
+def test_the_schema_is_a_valid_json_schema() -> None:
+    jsonschema.Draft202012Validator.check_schema(json.loads(SCHEMA_PATH.read_text()))
+
+
+def test_the_repository_has_configs_to_compare() -> None:
+    names = {path.name for path in repository_configs()}
+    assert {"config.yaml", "everything.yaml", "original-readme.yaml"} <= names
+    assert len(BAD) >= 20
+
+
+@pytest.mark.parametrize("path", repository_configs(), ids=lambda p: str(p.relative_to(REPOSITORY)))
+def test_schema_and_loader_accept_every_repository_config(path: Path) -> None:
+    assert loader_accepts(path)
+    assert schema_accepts(path)
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.name)
+def test_schema_and_loader_reject_every_bad_fixture(path: Path) -> None:
+    assert not loader_accepts(path)
+    assert not schema_accepts(path)
+
+
+@pytest.mark.parametrize("path", repository_configs(), ids=lambda p: str(p.relative_to(REPOSITORY)))
+def test_example_configs_point_editors_at_the_schema(path: Path) -> None:
+    if "original-readme" in path.name:
+        pytest.skip("kept byte for byte as the original project's README has it")
+    first_line = path.read_text().splitlines()[0]
+    match = re.fullmatch(r"# yaml-language-server: \$schema=(\S+)", first_line)
+    assert match, f"{path} does not start with the yaml-language-server schema comment"
+    assert (path.parent / match.group(1)).resolve() == SCHEMA_PATH
