@@ -15,6 +15,7 @@ import sys
 
 from mitmproxy import exceptions, options
 from mitmproxy.tools.dump import DumpMaster
+
 from sidecar_dispatcher import Dispatcher
 
 

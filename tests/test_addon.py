@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from mitmproxy.addons.termlog import TermLog
 from mitmproxy.test import taddons, tflow
 
 from sidecar_dispatcher import Dispatcher
-from sidecar_dispatcher.addon import DISPATCHED_MARKER
+from sidecar_dispatcher.addon import DISPATCHED_MARKER, MITMWEB_DEFAULT_COLUMNS
 
 from .conftest import WriteConfig
 
@@ -424,3 +425,23 @@ def test_watcher_applies_a_saved_file_and_follows_the_option(config_path: Path) 
             dispatcher.done()
 
     asyncio.run(scenario())
+
+
+def test_mitmweb_default_columns_gain_the_comment_column(config_path: Path) -> None:
+    dispatcher = Dispatcher()
+    with taddons.context(dispatcher) as tctx:
+        tctx.options.add_option("web_columns", Sequence[str], MITMWEB_DEFAULT_COLUMNS, "")
+        tctx.configure(dispatcher, dispatcher_config=str(config_path))
+        assert list(tctx.options.web_columns) == [
+            "tls",
+            "icon",
+            "path",
+            "method",
+            "status",
+            "comment",
+            "size",
+            "time",
+        ]
+        tctx.configure(dispatcher, web_columns=["path", "status"])
+        dispatcher.reload()
+        assert list(tctx.options.web_columns) == ["path", "status"]  # a user's choice stays

@@ -31,6 +31,8 @@ CONFIG_OPTION = "dispatcher_config"
 WATCH_OPTION = "dispatcher_watch"
 METADATA_KEY = "dispatcher"
 DISPATCHED_MARKER = ":twisted_rightwards_arrows:"  # 🔀 in mitmweb's flow list
+# mitmweb 12's default flow list columns; "comment", where each decision shows, is not among them.
+MITMWEB_DEFAULT_COLUMNS = ["tls", "icon", "path", "method", "status", "size", "time"]
 
 
 def log_level_from_environment() -> int:
@@ -167,6 +169,9 @@ class Dispatcher:
         if logger.getEffectiveLevel() <= logging.DEBUG and "termlog_verbosity" in options:
             # SIDECAR_LOGGING_LEVEL=DEBUG asks for debug lines; the terminal would hide them.
             options.termlog_verbosity = "debug"
+        if "web_columns" in options and list(options.web_columns) == MITMWEB_DEFAULT_COLUMNS:
+            # Only mitmweb's untouched default is changed: a user's own column choice stays.
+            options.web_columns = [*MITMWEB_DEFAULT_COLUMNS[:5], "comment", "size", "time"]
         if "connection_strategy" in options and options.connection_strategy == "eager":
             # Eager mode connects every client connection to the reverse-mode target first:
             # when that target is down, dispatched requests fail too. Lazy connects only
