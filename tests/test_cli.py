@@ -191,9 +191,9 @@ def test_console_script_is_installed() -> None:
     assert "explain" in result.stdout
 
 
-def test_main_without_a_command_is_a_usage_error() -> None:
+def test_unknown_run_option_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as exited:
-        main([])
+        main(["--no-such-option"])
     assert exited.value.code == 2
 
 

@@ -1,10 +1,11 @@
-"""The `sidecar-dispatcher` command: check a config, and explain what it does to a request.
+"""The `sidecar-dispatcher` command: run the sidecar, check a config, explain a request.
 
+    sidecar-dispatcher [run] [--workers N] [--set NAME=VALUE ...]
     sidecar-dispatcher validate [PATH]
     sidecar-dispatcher explain [--config PATH] -H 'environment: dev' [-X METHOD] /path?query
 
-Neither subcommand imports mitmproxy or sends anything; `explain` runs the same `resolve` the
-live addon runs. PATH defaults to $SIDECAR_CONFIG, else config.yaml.
+`validate` and `explain` import nothing from mitmproxy and send nothing; `explain` runs the same
+`resolve` the live addon runs. PATH defaults to $SIDECAR_CONFIG, else config.yaml.
 """
 
 from __future__ import annotations
@@ -111,9 +112,18 @@ def parse_header(text: str) -> tuple[str, str]:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar-dispatcher",
-        description="Check a dispatcher config, or explain how it dispatches a request.",
+        description="Run the sidecar HTTP dispatcher (the default command), check a config, "
+        "or explain how it dispatches a request.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "run",
+        help="run the sidecar (the default command)",
+        description="Serve on $SIDECAR_PORT (5000) with the config at $SIDECAR_CONFIG (else "
+        "config.yaml), in a mitmproxy master holding only the addons a reverse proxy needs.",
+    )
+    add_run_arguments(serve)
 
     check = commands.add_parser(
         "validate",
@@ -164,8 +174,38 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a mitmproxy option, e.g. --set stream_large_bodies=1m "
+        "or --set dispatcher_config=/app/config/config.yaml (repeatable)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes sharing the listening port (default: 1)",
+    )
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+
+
+COMMANDS = ("run", "validate", "explain")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "run")  # `sidecar-dispatcher` alone, or with run's options, runs
     arguments = make_parser().parse_args(argv)
+    if arguments.command == "run":
+        from .runner import run  # noqa: PLC0415 - mitmproxy is only needed to serve
+
+        return run(arguments.options, arguments.workers, arguments.reuse_port)
     if arguments.command == "validate":
         return validate(arguments.path, sys.stdout)
     return explain(arguments, sys.stdout, sys.stderr)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from .processes import Sidecar, Upstream, free_port
+from .processes import ENGINES, Sidecar, Upstream, free_port
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -75,9 +75,18 @@ def config_file(
     return path
 
 
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Each test that takes it runs against mitmdump -s addons/dispatcher.py and the runner."""
+    name: str = request.param
+    return name
+
+
 @pytest.fixture(scope="module")
-def sidecar(config_file: Path, default_upstream: Upstream) -> Iterator[Sidecar]:
+def sidecar(config_file: Path, default_upstream: Upstream, engine: str) -> Iterator[Sidecar]:
     """The sidecar as users run it: config through SIDECAR_CONFIG, reverse target = default."""
-    process = Sidecar(default_upstream.url, env={"SIDECAR_CONFIG": str(config_file)}).start()
+    process = Sidecar(
+        default_upstream.url, env={"SIDECAR_CONFIG": str(config_file)}, engine=engine
+    ).start()
     yield process
     process.stop()

@@ -10,12 +10,14 @@ import http.client
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -153,8 +155,16 @@ class Upstream:
 # --- the sidecar
 
 
+ENGINES = ("mitmdump", "runner")
+
+
 class Sidecar:
-    """A real `mitmdump -s addons/dispatcher.py` in reverse mode on a free loopback port."""
+    """A real sidecar in reverse mode on a free loopback port.
+
+    engine "mitmdump": `mitmdump --mode reverse:TARGET@PORT -s addons/dispatcher.py`;
+    engine "runner": `sidecar-dispatcher run` with SIDECAR_PORT (it derives its reverse-mode
+    target from the config's default destination, so `reverse_target` is not used).
+    """
 
     def __init__(
         self,
@@ -165,19 +175,28 @@ class Sidecar:
         env: Mapping[str, str] | None = None,
         command: Sequence[str] | None = None,
         script: Path = SCRIPT,
+        engine: str = "mitmdump",
     ) -> None:
         self.port = free_port()
-        self.confdir = tempfile.mkdtemp(prefix="mitmproxy-conf-")
-        self.log_path = Path(self.confdir) / "sidecar.log"
-        arguments = list(command or [str(BIN / "mitmdump")])
-        arguments += ["--mode", f"reverse:{reverse_target}@{self.port}", "-s", str(script)]
+        self.workdir = tempfile.mkdtemp(prefix="sidecar-test-")
+        weakref.finalize(self, shutil.rmtree, self.workdir, True)  # holds a CA private key
+        self.confdir = os.path.join(self.workdir, "confdir")
+        self.log_path = Path(self.workdir) / "sidecar.log"
+        extra_env = {"PYTHONUNBUFFERED": "1"}
+        if engine == "runner":
+            arguments = [str(BIN / "sidecar-dispatcher"), "run"]
+            extra_env["SIDECAR_PORT"] = str(self.port)
+        else:
+            arguments = list(command or [str(BIN / "mitmdump")])
+            arguments += ["--mode", f"reverse:{reverse_target}@{self.port}", "-s", str(script)]
         arguments += ["--set", "listen_host=127.0.0.1", "--set", f"confdir={self.confdir}"]
         if config is not None:
             arguments += ["--set", f"dispatcher_config={config}"]
         for option in options:
             arguments += ["--set", option]
+        self.engine = engine
         self.arguments = arguments
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.env = {**os.environ, **extra_env, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Sidecar:

@@ -122,10 +122,12 @@ def test_one_info_line_per_request_without_header_values(sidecar: Sidecar) -> No
 
 
 @pytest.fixture(scope="module")
-def streaming_sidecar(config_file: Path, default_upstream: Upstream) -> Iterator[Sidecar]:
+def streaming_sidecar(
+    config_file: Path, default_upstream: Upstream, engine: str
+) -> Iterator[Sidecar]:
     """Config through --set; request bodies above 1 KiB streamed."""
     process = Sidecar(
-        default_upstream.url, config=config_file, options=["stream_large_bodies=1k"]
+        default_upstream.url, config=config_file, options=["stream_large_bodies=1k"], engine=engine
     ).start()
     yield process
     process.stop()
@@ -149,10 +151,10 @@ def test_streamed_download_passes_intact(streaming_sidecar: Sidecar) -> None:
 
 
 def test_keep_host_header_keeps_the_clients_host(
-    config_file: Path, default_upstream: Upstream, dev_upstream: Upstream
+    config_file: Path, default_upstream: Upstream, dev_upstream: Upstream, engine: str
 ) -> None:
     process = Sidecar(
-        default_upstream.url, config=config_file, options=["keep_host_header=true"]
+        default_upstream.url, config=config_file, options=["keep_host_header=true"], engine=engine
     ).start()
     try:
         process.request("GET", "/", [("Host", "app.client.test")])
@@ -177,9 +179,14 @@ def test_reverse_target_down_does_not_fail_dispatched_requests(
         process.stop()
 
 
-def test_debug_level_logs_header_values(config_file: Path, default_upstream: Upstream) -> None:
+def test_debug_level_logs_header_values(
+    config_file: Path, default_upstream: Upstream, engine: str
+) -> None:
     process = Sidecar(
-        default_upstream.url, config=config_file, env={"SIDECAR_LOGGING_LEVEL": "DEBUG"}
+        default_upstream.url,
+        config=config_file,
+        env={"SIDECAR_LOGGING_LEVEL": "DEBUG"},
+        engine=engine,
     ).start()
     try:
         process.request("GET", "/", [("environment", "token")])
@@ -189,10 +196,13 @@ def test_debug_level_logs_header_values(config_file: Path, default_upstream: Ups
 
 
 def test_warning_level_hides_the_per_request_line(
-    config_file: Path, default_upstream: Upstream
+    config_file: Path, default_upstream: Upstream, engine: str
 ) -> None:
     process = Sidecar(
-        default_upstream.url, config=config_file, env={"SIDECAR_LOGGING_LEVEL": "WARNING"}
+        default_upstream.url,
+        config=config_file,
+        env={"SIDECAR_LOGGING_LEVEL": "WARNING"},
+        engine=engine,
     ).start()
     try:
         assert process.request("GET", "/", [("environment", "dev")]).status == 200

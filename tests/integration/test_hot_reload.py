@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .processes import Sidecar, Upstream, send
+from .processes import ENGINES, Sidecar, Upstream, send
 
 APPLY_WITHIN = 2.0
 
@@ -103,12 +103,13 @@ def configmap_layout(folder: Path, text: str, version: int) -> Path:
     return link
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_every_kind_of_change_is_applied_and_bad_ones_are_not(
-    tmp_path: Path, upstreams: dict[str, Upstream]
+    tmp_path: Path, upstreams: dict[str, Upstream], engine: str
 ) -> None:
     default = upstreams["default"]
     path = configmap_layout(tmp_path, config_text(default, upstreams["one"]), 1)
-    sidecar = Sidecar(default.url, env={"SIDECAR_CONFIG": str(path)}).start()
+    sidecar = Sidecar(default.url, env={"SIDECAR_CONFIG": str(path)}, engine=engine).start()
     timings: dict[str, float] = {}
     try:
         with SteadyClient(sidecar.port) as client:
