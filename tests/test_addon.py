@@ -445,3 +445,16 @@ def test_mitmweb_default_columns_gain_the_comment_column(config_path: Path) -> N
         tctx.configure(dispatcher, web_columns=["path", "status"])
         dispatcher.reload()
         assert list(tctx.options.web_columns) == ["path", "status"]  # a user's choice stays
+
+
+def test_upstream_ca_that_cannot_be_loaded_is_an_options_error(
+    harness: Harness, tmp_path: Path
+) -> None:
+    with pytest.raises(exceptions.OptionsError, match="cannot load the CA for upstream TLS"):
+        harness.tctx.configure(
+            harness.dispatcher, ssl_verify_upstream_trusted_ca=str(tmp_path / "absent.pem")
+        )
+    with pytest.raises(exceptions.OptionsError, match="ssl_verify_upstream_trusted_confdir="):
+        harness.tctx.configure(
+            harness.dispatcher, ssl_verify_upstream_trusted_confdir=str(tmp_path / "absent")
+        )

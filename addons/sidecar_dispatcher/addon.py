@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import traceback
 
 from mitmproxy import command, ctx, exceptions, http
@@ -33,6 +34,37 @@ METADATA_KEY = "dispatcher"
 DISPATCHED_MARKER = ":twisted_rightwards_arrows:"  # 🔀 in mitmweb's flow list
 # mitmweb 12's default flow list columns; "comment", where each decision shows, is not among them.
 MITMWEB_DEFAULT_COLUMNS = ["tls", "icon", "path", "method", "status", "size", "time"]
+
+
+UPSTREAM_CA_OPTIONS = {"ssl_verify_upstream_trusted_ca", "ssl_verify_upstream_trusted_confdir"}
+
+
+def check_upstream_trust() -> None:
+    """Refuse a CA file or folder for upstream verification that cannot be loaded.
+
+    mitmproxy itself only finds out at the first HTTPS connection, and then every request to
+    an https destination fails with a bare "connection closed".
+    """
+    cafile = ctx.options.ssl_verify_upstream_trusted_ca or None
+    capath = ctx.options.ssl_verify_upstream_trusted_confdir or None
+    if cafile is None and capath is None:
+        return
+    try:
+        if capath is not None and not os.path.isdir(capath):  # OpenSSL reads it lazily
+            raise NotADirectoryError(f"{capath} is not a directory")
+        ssl.create_default_context(cafile=cafile, capath=capath)
+    except (OSError, ssl.SSLError) as e:
+        names = " and ".join(
+            f"{name}={value}"
+            for name, value in (
+                ("ssl_verify_upstream_trusted_ca", cafile),
+                ("ssl_verify_upstream_trusted_confdir", capath),
+            )
+            if value
+        )
+        raise exceptions.OptionsError(
+            f"cannot load the CA for upstream TLS, {names}: {e}"
+        ) from None
 
 
 def log_level_from_environment() -> int:
@@ -73,6 +105,8 @@ class Dispatcher:
     def configure(self, updated: set[str]) -> None:
         if "keep_host_header" in updated:
             self.keep_host_header = ctx.options.keep_host_header
+        if updated & UPSTREAM_CA_OPTIONS:
+            check_upstream_trust()
         if CONFIG_OPTION in updated:
             self.reload()
         if updated & {CONFIG_OPTION, WATCH_OPTION}:

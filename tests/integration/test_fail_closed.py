@@ -70,47 +70,72 @@ BAD_CONFIGS = {
 
 @pytest.mark.parametrize("via", ["SIDECAR_CONFIG", "--set"])
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
-def test_bad_config_refuses_to_start(tmp_path: Path, case: str, via: str) -> None:
+def test_bad_config_refuses_to_start(tmp_path: Path, case: str, via: str, engine: str) -> None:
     text, expected = BAD_CONFIGS[case]
     path = tmp_path / f"{case}.yaml"
     path.write_text(text)
     if via == "--set":
-        process = Sidecar("http://127.0.0.1:9", config=path)
+        process = Sidecar("http://127.0.0.1:9", config=path, engine=engine)
     else:
-        process = Sidecar("http://127.0.0.1:9", env={"SIDECAR_CONFIG": str(path)})
+        process = Sidecar("http://127.0.0.1:9", env={"SIDECAR_CONFIG": str(path)}, engine=engine)
     assert process.run_to_exit() != 0
     logs = process.logs()
     assert f"{path}{expected}" in logs, logs
     assert "Invalid dispatcher config" in logs
 
 
-def test_missing_config_file_refuses_to_start(tmp_path: Path) -> None:
+def test_missing_config_file_refuses_to_start(tmp_path: Path, engine: str) -> None:
     path = tmp_path / "absent.yaml"
-    process = Sidecar("http://127.0.0.1:9", env={"SIDECAR_CONFIG": str(path)})
+    process = Sidecar("http://127.0.0.1:9", env={"SIDECAR_CONFIG": str(path)}, engine=engine)
     assert process.run_to_exit() != 0
     assert f"{path}:1:1: config file not found" in process.logs()
 
 
-def test_without_sidecar_config_it_reads_config_yaml_in_the_working_directory() -> None:
+def test_without_sidecar_config_it_reads_config_yaml_in_the_working_directory(
+    engine: str,
+) -> None:
     # The repository's own config.yaml: the sidecar starts from the repository root.
-    process = Sidecar(f"http://127.0.0.1:{free_port()}", env={"SIDECAR_CONFIG": ""}).start()
+    process = Sidecar(
+        f"http://127.0.0.1:{free_port()}", env={"SIDECAR_CONFIG": ""}, engine=engine
+    ).start()
     try:
         assert "dispatcher config config.yaml loaded" in process.logs()
     finally:
         process.stop()
 
 
-def test_non_utf8_config_refuses_to_start(tmp_path: Path) -> None:
+def test_non_utf8_config_refuses_to_start(tmp_path: Path, engine: str) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes(b"key: environment\ndestination: http://caf\xe9.test\n")
-    process = Sidecar("http://127.0.0.1:9", config=path)
+    process = Sidecar("http://127.0.0.1:9", config=path, engine=engine)
     assert process.run_to_exit() != 0
     assert f"{path}:2:24: config file is not valid UTF-8 text" in process.logs()
 
 
-def test_unknown_logging_level_refuses_to_start(config_file: Path) -> None:
+def test_unknown_logging_level_refuses_to_start(config_file: Path, engine: str) -> None:
     process = Sidecar(
-        "http://127.0.0.1:9", config=config_file, env={"SIDECAR_LOGGING_LEVEL": "LOUD"}
+        "http://127.0.0.1:9",
+        config=config_file,
+        env={"SIDECAR_LOGGING_LEVEL": "LOUD"},
+        engine=engine,
     )
     assert process.run_to_exit() != 0
     assert "SIDECAR_LOGGING_LEVEL='LOUD' is not one of" in process.logs()
+
+
+def test_upstream_ca_that_cannot_be_loaded_refuses_to_start(
+    config_file: Path, tmp_path: Path, engine: str
+) -> None:
+    not_a_certificate = tmp_path / "ca.pem"
+    not_a_certificate.write_text("not a certificate\n")
+    for ca in (tmp_path / "absent.pem", not_a_certificate):
+        process = Sidecar(
+            "http://127.0.0.1:9",
+            config=config_file,
+            options=[f"ssl_verify_upstream_trusted_ca={ca}"],
+            engine=engine,
+        )
+        assert process.run_to_exit() != 0
+        assert f"cannot load the CA for upstream TLS, ssl_verify_upstream_trusted_ca={ca}" in (
+            process.logs()
+        )
