@@ -39,7 +39,7 @@ from .config import ConfigError, default_config_path, load_config
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 5000
-SHUTDOWN_GRACE = 5.0  # seconds a worker gets to stop before it is killed, as the Go version did
+SHUTDOWN_GRACE = 5.0  # seconds open connections get to finish on SIGTERM, as in the Go version
 
 # Defaults chosen from the benchmark (bench/README.md): they cost throughput and buy nothing
 # for a sidecar whose upstreams are known.
@@ -131,10 +131,36 @@ async def serve(set_options: Sequence[str], *, reuse_port: bool) -> int:
         print(f"sidecar-dispatcher: {e}", file=sys.stderr)
         return 1
     loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []  # keeps the task referenced until it is done
+
+    def stop_gracefully() -> None:
+        if stopping:  # a second signal: stop now
+            lean.shutdown()
+        else:
+            stopping.append(loop.create_task(drain_then_stop(lean)))
+
     for number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(number, lean.shutdown)
+        loop.add_signal_handler(number, stop_gracefully)
     await lean.run()
     return 0
+
+
+async def drain_then_stop(lean: master.Master, grace: float = SHUTDOWN_GRACE) -> None:
+    """Stop accepting, let open connections finish for up to `grace` seconds, then stop.
+
+    As the Go version did on SIGTERM: requests in flight complete instead of being cut off
+    when Kubernetes stops the pod.
+    """
+    proxy = lean.addons.get("proxyserver")
+    await proxy.servers.update([])  # close the listening sockets
+    deadline = time.monotonic() + grace
+    while proxy.connections and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if proxy.connections:
+        logger.info(
+            "stopping with %d connections still open after %ss", len(proxy.connections), grace
+        )
+    lean.shutdown()
 
 
 def run(arguments: Sequence[str], workers: int, reuse_port: bool) -> int:
@@ -185,7 +211,7 @@ def supervise(arguments: Sequence[str], workers: int) -> int:
     for child in children:
         if child.poll() is None:
             child.terminate()
-    deadline = time.monotonic() + SHUTDOWN_GRACE
+    deadline = time.monotonic() + SHUTDOWN_GRACE + 2  # each worker drains for SHUTDOWN_GRACE
     for child in children:
         try:
             child.wait(max(0.0, deadline - time.monotonic()))

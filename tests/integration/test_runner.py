@@ -1,0 +1,179 @@
+"""The production runner's own behaviour: workers sharing a port, graceful stop, its options.
+
+Dispatch itself is covered by the other integration tests, which run against the runner too.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from .processes import BIN, Sidecar, Upstream
+
+
+def children_of(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as file:
+        return [int(child) for child in file.read().split()]
+
+
+def open_sockets(pid: int) -> int:
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:  # closed meanwhile
+            continue
+    return count
+
+
+def wait_for_workers(parent: int, count: int, timeout: float = 30.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = children_of(parent)
+        if len(children) == count:
+            return children
+        time.sleep(0.05)
+    raise AssertionError(f"{count} workers did not start")
+
+
+@pytest.fixture
+def workers(config_file: Path, default_upstream: Upstream) -> Iterator[Sidecar]:
+    sidecar = Sidecar(default_upstream.url, config=config_file, engine="runner")
+    sidecar.arguments += ["--workers", "2"]
+    sidecar.start()
+    yield sidecar
+    sidecar.stop()
+
+
+def test_two_workers_share_the_port_and_both_take_connections(workers: Sidecar) -> None:
+    assert workers.process is not None
+    pids = wait_for_workers(workers.process.pid, 2)
+    workers.wait_for_log("listening at")
+    time.sleep(0.5)  # both workers listening
+    before = {pid: open_sockets(pid) for pid in pids}
+    clients = [http.client.HTTPConnection("127.0.0.1", workers.port, timeout=10) for _ in range(24)]
+    try:
+        for client in clients:  # keep-alive: each connection stays with the worker it reached
+            client.request("GET", "/", headers={"environment": "dev"})
+            response = client.getresponse()
+            assert response.status == 200
+            response.read()
+        gained = {pid: open_sockets(pid) - before[pid] for pid in pids}
+    finally:
+        for client in clients:
+            client.close()
+    # 24 connections spread by the kernel: both workers hold some (all on one: p = 2^-23)
+    assert all(count > 0 for count in gained.values()), gained
+    assert workers.logs().count("listening at") == 2
+
+
+def test_sigterm_stops_every_worker(workers: Sidecar) -> None:
+    assert workers.process is not None
+    pids = wait_for_workers(workers.process.pid, 2)
+    workers.process.send_signal(signal.SIGTERM)
+    assert workers.process.wait(15) == 0
+    for pid in pids:
+        assert (
+            not os.path.exists(f"/proc/{pid}/status")
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        )
+
+
+def test_a_worker_that_dies_takes_the_others_down(workers: Sidecar) -> None:
+    assert workers.process is not None
+    first, second = wait_for_workers(workers.process.pid, 2)
+    os.kill(first, signal.SIGKILL)
+    assert workers.process.wait(15) != 0
+    assert "a worker exited with" in workers.logs()
+    assert (
+        not os.path.exists(f"/proc/{second}/cmdline")
+        or not Path(f"/proc/{second}/cmdline").read_bytes()
+    )
+
+
+class _Slow(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        time.sleep(1.5)
+        self.send_response(200)
+        self.send_header("Content-Length", "4")
+        self.end_headers()
+        self.wfile.write(b"done")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_sigterm_lets_requests_in_flight_finish(tmp_path: Path) -> None:
+    slow = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"key: environment\ndestination: http://127.0.0.1:{slow.server_port}\n")
+    sidecar = Sidecar("unused", config=config, engine="runner").start()
+    answers: list[tuple[int, bytes]] = []
+
+    def request() -> None:
+        client = http.client.HTTPConnection("127.0.0.1", sidecar.port, timeout=10)
+        client.request("GET", "/slow")
+        response = client.getresponse()
+        answers.append((response.status, response.read()))
+        client.close()
+
+    try:
+        in_flight = threading.Thread(target=request)
+        in_flight.start()
+        time.sleep(0.5)  # the request is at the slow upstream
+        assert sidecar.process is not None
+        sidecar.process.send_signal(signal.SIGTERM)
+        in_flight.join(10)
+        assert answers == [(200, b"done")]
+        assert sidecar.process.wait(10) == 0
+    finally:
+        sidecar.stop()
+        slow.shutdown()
+        slow.server_close()
+
+
+def test_options_of_addons_it_does_not_load_are_refused(config_file: Path) -> None:
+    result = subprocess.run(
+        [
+            str(BIN / "sidecar-dispatcher"),
+            "run",
+            "--set",
+            f"dispatcher_config={config_file}",
+            "--set",
+            "map_remote=|x|y",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 1
+    assert "unknown option(s) for the lean runner: map_remote" in result.stderr
+
+
+@pytest.mark.parametrize("port", ["abc", "0", "70000"])
+def test_bad_sidecar_port_is_refused(config_file: Path, port: str) -> None:
+    result = subprocess.run(
+        [str(BIN / "sidecar-dispatcher"), "--set", f"dispatcher_config={config_file}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "SIDECAR_PORT": port},
+    )
+    assert result.returncode == 1
+    assert f"SIDECAR_PORT='{port}' is not a port number" in result.stderr
