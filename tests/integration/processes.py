@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SCRIPT = REPOSITORY / "addons" / "dispatcher.py"
@@ -46,12 +46,10 @@ def binary_payload(size: int, seed: int = 7) -> bytes:
 # --- upstream servers
 
 
-@dataclass(frozen=True)
-class Received:
-    method: str
-    path: str
+class HeaderFields:
+    """Case-insensitive reads of a (name, value) list, as a request or response carries."""
+
     headers: list[tuple[str, str]]
-    body: bytes
 
     def header(self, name: str) -> str | None:
         values = self.all(name)
@@ -59,6 +57,14 @@ class Received:
 
     def all(self, name: str) -> list[str]:
         return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+@dataclass(frozen=True)
+class Received(HeaderFields):
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
 
 
 class _EchoHandler(BaseHTTPRequestHandler):
@@ -120,10 +126,16 @@ class _EchoHandler(BaseHTTPRequestHandler):
 
 
 @dataclass
-class Upstream:
+class LoopbackServer:
+    """An HTTP server on a free loopback port, served from a daemon thread.
+
+    Subclasses name their request handler class; each handler gets the server object as
+    `self.upstream`.
+    """
+
     name: str
-    received: list[Received] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
+    handler_base: ClassVar[type[BaseHTTPRequestHandler]]
 
     @property
     def port(self) -> int:
@@ -135,8 +147,10 @@ class Upstream:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Upstream:
-        handler = type(f"Handler_{self.name}", (_EchoHandler,), {"upstream": self})
+    def start(self) -> Self:
+        handler = type(
+            f"{self.handler_base.__name__}_{self.name}", (self.handler_base,), {"upstream": self}
+        )
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -146,6 +160,14 @@ class Upstream:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+
+
+@dataclass
+class Upstream(LoopbackServer):
+    """Echoes every request as JSON (see _EchoHandler) and records it."""
+
+    received: list[Received] = field(default_factory=list)
+    handler_base: ClassVar[type[BaseHTTPRequestHandler]] = _EchoHandler
 
     def last(self) -> Received:
         assert self.received, f"upstream {self.name} received nothing"
@@ -281,17 +303,10 @@ def _accepts(port: int) -> bool:
 
 
 @dataclass(frozen=True)
-class Response:
+class Response(HeaderFields):
     status: int
     headers: list[tuple[str, str]]
     body: bytes
-
-    def header(self, name: str) -> str | None:
-        values = self.all(name)
-        return values[0] if values else None
-
-    def all(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
 
     def json(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.body)

@@ -15,14 +15,14 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import trustme
 from websockets.sync.server import Server, ServerConnection, serve
 
-from .processes import Upstream
+from .processes import LoopbackServer, Upstream
 
 # --- HTTPS destinations
 
@@ -207,35 +207,12 @@ class _StreamingHandler(BaseHTTPRequestHandler):
 
 
 @dataclass
-class StreamingUpstream:
+class StreamingUpstream(LoopbackServer):
     """An HTTP/1.1 destination for large bodies: hashes what it receives and what it sends."""
 
-    name: str
     uploads: list[Transfer] = field(default_factory=list)
     downloads: list[Transfer] = field(default_factory=list)
-    server: ThreadingHTTPServer | None = None
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        port: int = self.server.server_address[1]
-        return port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> StreamingUpstream:
-        handler = type(f"Streaming_{self.name}", (_StreamingHandler,), {"upstream": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+    handler_base: ClassVar[type[BaseHTTPRequestHandler]] = _StreamingHandler
 
 
 # --- memory of a process
