@@ -26,8 +26,8 @@ def repository_configs() -> list[Path]:
     for path in sorted(REPOSITORY.rglob("*.yaml")):
         if SKIPPED_FOLDERS & set(path.relative_to(REPOSITORY).parts):
             continue
-        data = yaml.safe_load(path.read_text())
-        if isinstance(data, dict) and {"key", "destination"} <= data.keys():
+        documents = list(yaml.safe_load_all(path.read_text()))  # Kubernetes files hold several
+        if any(isinstance(d, dict) and {"key", "destination"} <= d.keys() for d in documents):
             found.append(path)
     return [*found, *sorted((REPOSITORY / "tests" / "fixtures" / "good-configs").glob("*.yaml"))]
 

