@@ -136,3 +136,22 @@ def test_fingerprint_follows_symlinks_and_reports_absence(tmp_path: Path) -> Non
     assert found is not None
     assert found[0] == str(target)
     assert watch.fingerprint(str(tmp_path / "absent.yaml")) is None
+
+
+def test_a_target_folder_that_disappears_is_survived(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "real"
+    elsewhere.mkdir()
+    (elsewhere / "config.yaml").write_text("a")
+    path = tmp_path / "config.yaml"
+    path.symlink_to(elsewhere / "config.yaml")
+
+    def remove_target_folder_then_point_elsewhere() -> None:
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "config.yaml").write_text("b")
+        (tmp_path / "link.tmp").symlink_to(other / "config.yaml")
+        os.rename(tmp_path / "link.tmp", path)
+        (elsewhere / "config.yaml").unlink()
+        elsewhere.rmdir()
+
+    assert len(watch_while(path, remove_target_folder_then_point_elsewhere)) >= 1

@@ -140,7 +140,10 @@ class FileWatcher:
     def _fire(self) -> None:
         self._pending = None
         if self._inotify:
-            self._watch_folders()  # a swap may have moved the target to a new folder
+            try:
+                self._watch_folders()  # a swap may have moved the target to a new folder
+            except OSError as e:  # e.g. the folder is gone; the folders still watched remain
+                logger.warning("cannot watch a folder of %s: %s", self.path, e)
         self.on_change()
 
     async def _poll(self) -> None:
