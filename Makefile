@@ -5,13 +5,16 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 SIDECAR_PORT ?= 5000
 
-.PHONY: run test lint clean system-packages
+.PHONY: run test lint bench clean system-packages
 
 run: $(INSTALLED)  ## the sidecar on :$(SIDECAR_PORT) with config.yaml and two demo destinations
 	PATH="$(CURDIR)/$(BIN):$$PATH" SIDECAR_PORT=$(SIDECAR_PORT) sh example/run-demo.sh
 
 test: $(INSTALLED)  ## the whole test suite, with coverage of the package
 	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+bench: $(INSTALLED)  ## the benchmark suite against its peers (~35 min); BENCH_ARGS=--quick for a smoke
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: $(INSTALLED)  ## ruff and mypy
 	$(BIN)/ruff check .
@@ -26,8 +29,9 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 # Real programs the end-to-end tests drive (Debian packages; needs root): nginx for the
-# enricher pod, Chromium and its driver for mitmweb's UI. `make test` fails on CI without them.
-SYSTEM_PACKAGES := nginx-light chromium chromium-driver
+# enricher pod and the benchmark, Chromium and its driver for mitmweb's UI, wrk for the
+# benchmark's smoke test. `make test` fails on CI without them.
+SYSTEM_PACKAGES := nginx-light chromium chromium-driver wrk
 system-packages:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
 	  | grep -q "ok installed" || echo $$p; done); \

@@ -1,0 +1,138 @@
+"""The command line behind bench/run.py: choose a study, run it, write JSON and markdown."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from . import options_study, profiling, report, suite
+from .processes import choose_pinning
+
+logger = logging.getLogger("bench")
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse(arguments: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/run.py",
+        description="Benchmark the sidecar against its peers on loopback (see bench/README.md).",
+    )
+    parser.add_argument(
+        "study",
+        nargs="?",
+        default="suite",
+        choices=("suite", "options", "profile", "render"),
+        help="suite: the peers table (default); options: runner option costs; profile: py-spy; "
+        "render: write a results JSON file's markdown again, measuring nothing",
+    )
+    parser.add_argument("json", nargs="?", type=Path, help="for render: the results JSON file")
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run (for CI)")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="folder for JSON and markdown"
+    )
+    parser.add_argument("--name", help="file name stem (default: latest, quick, options, profile)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every process started")
+    return parser.parse_args(arguments)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so that every process started is stopped on the way out."""
+
+    def raise_interrupt(_number: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, raise_interrupt)
+
+
+def main(arguments: Sequence[str]) -> int:
+    options = parse(arguments)
+    logging.basicConfig(
+        level=logging.DEBUG if options.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    stop_on_sigterm()
+    if options.study == "render":
+        return render(options.json)
+    study, stem = choose(options)
+    command = shlex.join([".venv/bin/python", "bench/run.py", *arguments])
+    try:
+        document, text = study(options.quick, command)
+    except KeyboardInterrupt:
+        logger.error("interrupted: every process started was stopped")
+        return 130
+    document["command"] = command
+    options.results.mkdir(parents=True, exist_ok=True)
+    json_path = options.results / f"{options.name or stem}.json"
+    markdown_path = options.results / f"{options.name or stem}.md"
+    json_path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    markdown_path.write_text(text)
+    print(text)
+    logger.info("wrote %s and %s", json_path, markdown_path)
+    return 0
+
+
+def render(path: Path | None) -> int:
+    """The markdown of an earlier run, from its JSON file (after a change to the report)."""
+    if path is None:
+        logger.error("render needs a results JSON file, e.g. bench/results/latest.json")
+        return 2
+    document = json.loads(path.read_text())
+    command = document.get("command") or default_command(document)
+    if "groups" in document:
+        text = options_study.markdown(document, command)
+    elif "profiles" in document:
+        text = profiling.markdown(document, command)
+    else:
+        text = report.markdown(document, command)
+    path.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+def default_command(document: dict[str, Any]) -> str:
+    """For documents written before the command was recorded."""
+    words = [".venv/bin/python", "bench/run.py"]
+    if "groups" in document:
+        words.append("options")
+    elif "profiles" in document:
+        words.append("profile")
+    if document.get("mode") == "quick":
+        words.append("--quick")
+    return " ".join(words)
+
+
+Study = Callable[[bool, str], tuple[dict[str, Any], str]]
+
+
+def choose(options: argparse.Namespace) -> tuple[Study, str]:
+    if options.study == "options":
+        return run_options, "options-quick" if options.quick else "options"
+    if options.study == "profile":
+        return run_profile, "profile-quick" if options.quick else "profile"
+    return run_suite, "quick" if options.quick else "latest"
+
+
+def run_suite(quick: bool, command: str) -> tuple[dict[str, Any], str]:
+    document = suite.run_suite(suite.QUICK if quick else suite.FULL, choose_pinning())
+    return document, report.markdown(document, command)
+
+
+def run_options(quick: bool, command: str) -> tuple[dict[str, Any], str]:
+    document = options_study.run_options_study(quick, choose_pinning())
+    return document, options_study.markdown(document, command)
+
+
+def run_profile(quick: bool, command: str) -> tuple[dict[str, Any], str]:
+    document = profiling.run_profiles(quick, choose_pinning())
+    return document, profiling.markdown(document, command)
