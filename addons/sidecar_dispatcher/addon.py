@@ -252,7 +252,8 @@ class Dispatcher:
             mode = ProxyMode.parse(spec)
             if not isinstance(mode, ReverseMode):
                 continue
-            if (mode.scheme, mode.address) != (default.scheme, (default.host, default.port)):
+            # The scheme does not matter: every request gets its destination's scheme.
+            if mode.address != (default.host, default.port):
                 logger.info(
                     "reverse-mode target %s is not the config's default destination %s: "
                     "requests go where the config says, the reverse-mode target is unused",
