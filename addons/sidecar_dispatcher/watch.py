@@ -93,7 +93,9 @@ class FileWatcher:
             if self._inotify:
                 self._inotify.close()
             self._inotify = None
-            self._poll_task = loop.create_task(self._poll())
+            # The starting point is taken now, not when the task first runs: a change made in
+            # between would otherwise be taken for the starting point and never reported.
+            self._poll_task = loop.create_task(self._poll(fingerprint(self.path)))
 
     def stop(self) -> None:
         if self._pending:
@@ -146,8 +148,8 @@ class FileWatcher:
                 logger.warning("cannot watch a folder of %s: %s", self.path, e)
         self.on_change()
 
-    async def _poll(self) -> None:
-        reported = previous = fingerprint(self.path)
+    async def _poll(self, start: Fingerprint) -> None:
+        reported = previous = start
         while True:
             await asyncio.sleep(self.poll_interval)
             current = fingerprint(self.path)
