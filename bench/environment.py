@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from tests.integration.processes import free_port, send, wait_until_accepting
+from tests.integration.processes import free_port, send
 
 from .nginx import (
     LARGE_PATH,
@@ -49,9 +49,8 @@ class Bench(contextlib.AbstractContextManager["Bench"]):
             upstream = nginx_process("upstream", self.workdir / "upstream", http, self.pinning.load)
             stack.callback(upstream.stop)
             upstream.start()
-            assert upstream.process is not None
             for port in (self.ports.default, self.ports.qa):
-                wait_until_accepting(port, upstream.process, "upstream nginx")
+                upstream.wait_for_port(port)
             self.upstream = upstream
             self.config = self.workdir / "config.yaml"
             self.config.write_text(dispatch_config(self.ports))

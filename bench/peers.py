@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.integration.processes import free_port, wait_until_accepting
+from tests.integration.processes import free_port
 
 from .nginx import UpstreamPorts, dispatcher_http, nginx_process
 from .processes import Managed, Pinning
@@ -156,7 +156,7 @@ def launch(
     return RunningPeer(peer, port, process.start())
 
 
-def wait_ready(running: RunningPeer, timeout: float = 60.0) -> None:
+def wait_ready(running: RunningPeer, timeout: float = 120.0) -> None:
     """Until every process of the peer listens."""
     process = running.process
     if process is None:
@@ -166,5 +166,4 @@ def wait_ready(running: RunningPeer, timeout: float = 60.0) -> None:
             f"listening at 127.0.0.1:{running.port}", count=running.peer.workers, timeout=timeout
         )
         return
-    assert process.process is not None
-    wait_until_accepting(running.port, process.process, running.peer.name)
+    process.wait_for_port(running.port, timeout)

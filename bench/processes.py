@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -100,7 +101,7 @@ class Managed:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def wait_for_log(self, text: str, count: int = 1, timeout: float = 30.0) -> None:
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while self.logs().count(text) < count:
             if not self.running():
@@ -109,6 +110,16 @@ class Managed:
                 raise RuntimeError(
                     f"{self.name} did not log {text!r} in {timeout}s:\n{self.logs()}"
                 )
+            time.sleep(0.05)
+
+    def wait_for_port(self, port: int, timeout: float = 120.0) -> None:
+        """Until the process accepts connections on `port` (many starting at once are slow)."""
+        deadline = time.monotonic() + timeout
+        while not accepts(port):
+            if not self.running():
+                raise RuntimeError(f"{self.name} exited before listening:\n{self.logs()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not listen on {port} in {timeout}s")
             time.sleep(0.05)
 
     def stop(self) -> None:
@@ -125,6 +136,14 @@ class Managed:
 
     def cpu_seconds(self) -> float:
         return sum(cpu_seconds(pid) for pid in self.tree())
+
+
+def accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def stop_group(process: subprocess.Popen[bytes], grace: float) -> None:
