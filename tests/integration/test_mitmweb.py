@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
@@ -35,6 +35,8 @@ PASSWORD = "sidecar-test-password"
 COMMENT_WIDTH = 360  # px; the column is 150 px by default, too narrow for a destination URL
 VIEWPORT = (1400, 700)
 WAIT = 15.0  # seconds, for every wait in the browser
+# The UI re-renders while flows arrive: an element found a moment ago may be gone; look again.
+RERENDERED = (StaleElementReferenceException,)
 DISPATCHED_MARKER = "🔀"
 CHROMIUM_FLAGS = (
     "--headless",
@@ -189,7 +191,7 @@ def _log_out(driver: WebDriver) -> None:
 
 
 def _wait_for_flow_list(driver: WebDriver) -> None:
-    WebDriverWait(driver, WAIT).until(
+    WebDriverWait(driver, WAIT, ignored_exceptions=RERENDERED).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, ".flow-table thead"),
         "mitmweb's flow list did not appear",
     )
@@ -237,7 +239,7 @@ def _wait_for_rows(driver: WebDriver, sents: Sequence[Sent]) -> list[Row]:
         return rows if found == paths and len(rows) == len(paths) and answered else False
 
     try:
-        return WebDriverWait(driver, WAIT).until(shown)
+        return WebDriverWait(driver, WAIT, ignored_exceptions=RERENDERED).until(shown)
     except TimeoutException:
         raise AssertionError(
             f"the flow list should show {paths}, it shows {_rows(driver)}"
@@ -283,7 +285,7 @@ def test_ui_asks_for_the_password_and_refuses_a_wrong_one(
     assert not browser.find_elements(By.CSS_SELECTOR, ".flow-table")
 
     _submit_password(browser, "not-the-password")
-    WebDriverWait(browser, WAIT).until(
+    WebDriverWait(browser, WAIT, ignored_exceptions=RERENDERED).until(
         lambda d: _heading(d) == "403 Invalid Password", "a wrong password was not refused"
     )
     assert not browser.find_elements(By.CSS_SELECTOR, ".flow-table")
