@@ -50,7 +50,7 @@ def test_original_readme_example_loads_unchanged(write_config: WriteConfig) -> N
     rules = load_config(write_config(ORIGINAL))
     assert rules.key == "environment"
     assert rules.default == Destination("http", "example.org", 80)
-    dev = rules.rules["dev"]
+    dev = rules.rewrites["dev"]
     assert dev.destination == Destination("http", "example.com", 80)
     assert dev.patches == (HeaderPatch("Host", "example.com"), HeaderPatch("dispatched", "true"))
 
@@ -58,7 +58,7 @@ def test_original_readme_example_loads_unchanged(write_config: WriteConfig) -> N
 def test_repository_config_yaml_is_valid() -> None:
     rules = load_config(Path(__file__).parents[1] / "config.yaml")
     assert rules.key == "environment"
-    assert set(rules.rules) == {"dev", "qa"}
+    assert set(rules.rewrites) == {"dev", "qa"}
 
 
 def test_rule_without_destination_has_none_and_keeps_its_patches() -> None:
@@ -69,13 +69,13 @@ def test_rule_without_destination_has_none_and_keeps_its_patches() -> None:
           qa:
             patch: [{key: dispatched, val: yes-please}]
     """)
-    assert rules.rules["qa"].destination is None
-    assert rules.rules["qa"].patches == (HeaderPatch("dispatched", "yes-please"),)
+    assert rules.rewrites["qa"].destination is None
+    assert rules.rewrites["qa"].patches == (HeaderPatch("dispatched", "yes-please"),)
 
 
 def test_rewrites_may_be_missing_or_empty() -> None:
-    assert parse("key: env\ndestination: http://a.test\n").rules == {}
-    assert parse("key: env\ndestination: http://a.test\nrewrites:\n").rules == {}
+    assert parse("key: env\ndestination: http://a.test\n").rewrites == {}
+    assert parse("key: env\ndestination: http://a.test\nrewrites:\n").rewrites == {}
 
 
 @pytest.mark.parametrize(
@@ -106,7 +106,7 @@ def test_patch_values_are_sent_as_written(written: str, sent: str) -> None:
               - key: X-Value
                 val: {written}
     """)
-    assert rules.rules["dev"].patches == (HeaderPatch("X-Value", sent),)
+    assert rules.rewrites["dev"].patches == (HeaderPatch("X-Value", sent),)
 
 
 def test_rule_names_are_taken_as_written() -> None:
@@ -118,7 +118,7 @@ def test_rule_names_are_taken_as_written() -> None:
           true: {}
           "02": {}
     """)
-    assert set(rules.rules) == {"1", "true", "02"}
+    assert set(rules.rewrites) == {"1", "true", "02"}
 
 
 def test_destination_with_port_and_base_path() -> None:

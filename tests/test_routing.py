@@ -6,6 +6,7 @@ import pytest
 
 from sidecar_dispatcher.config import parse_config
 from sidecar_dispatcher.destinations import parse_destination
+from sidecar_dispatcher.header_list import HeaderList
 from sidecar_dispatcher.routing import AmbiguousRequest, Decision, forwarded_for, resolve
 from sidecar_dispatcher.rules import HeaderPatch
 
@@ -27,23 +28,13 @@ rewrites:
 )
 
 
-class Headers:
-    """A case-insensitive multi-valued header list, like mitmproxy's."""
-
-    def __init__(self, *fields: tuple[str, str]) -> None:
-        self.fields = fields
-
-    def get_all(self, name: str) -> list[str]:
-        return [value for key, value in self.fields if key.lower() == name.lower()]
-
-
 def decide(
     *fields: tuple[str, str],
     path: str = "/",
     keep_host: bool = False,
     client_ip: str | None = "10.0.0.7",
 ) -> Decision:
-    return resolve(RULES, Headers(*fields), client_ip=client_ip, path=path, keep_host=keep_host)
+    return resolve(RULES, HeaderList(fields), client_ip=client_ip, path=path, keep_host=keep_host)
 
 
 def test_no_key_header_goes_to_default_with_nothing_patched() -> None:
@@ -114,14 +105,14 @@ def test_keep_host_leaves_host_alone_unless_patched() -> None:
 
 
 def test_forwarded_for_is_created_then_appended() -> None:
-    assert forwarded_for(Headers(), "10.0.0.7") == "10.0.0.7"
-    existing = Headers(("X-Forwarded-For", "1.1.1.1, 2.2.2.2"), ("x-forwarded-for", "3.3.3.3"))
+    assert forwarded_for(HeaderList(), "10.0.0.7") == "10.0.0.7"
+    existing = HeaderList([("X-Forwarded-For", "1.1.1.1, 2.2.2.2"), ("x-forwarded-for", "3.3.3.3")])
     assert forwarded_for(existing, "10.0.0.7") == "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.7"
 
 
 def test_forwarded_for_unmaps_ipv4_clients_of_dual_stack_sockets() -> None:
-    assert forwarded_for(Headers(), "::ffff:192.0.2.1") == "192.0.2.1"
-    assert forwarded_for(Headers(), "::1") == "::1"
+    assert forwarded_for(HeaderList(), "::ffff:192.0.2.1") == "192.0.2.1"
+    assert forwarded_for(HeaderList(), "::1") == "::1"
 
 
 def test_without_client_address_forwarded_for_is_untouched() -> None:

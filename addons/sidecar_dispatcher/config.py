@@ -2,66 +2,39 @@
 
     rules = load_config("config.yaml")
 
-The file is composed into YAML nodes (safe loader, nothing constructed) and walked by hand, so
-that every problem carries its file, line and column and the key path it concerns
-(`rewrites.dev.patch[1].val`). All problems are collected, not just the first.
+The file is composed into YAML nodes (safe loader, nothing constructed) and walked by hand
+(`config_reader`), so that every problem carries its file, line and column and the key path it
+concerns (`rewrites.dev.patch[1].val`). All problems are collected, not just the first.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
-from types import MappingProxyType
 
 import yaml
 
-from .destinations import parse_destination
-from .headers import FRAMING_HEADERS, header_name_problem, header_value_problem
-from .rules import Destination, HeaderPatch, Rule, RuleSet
+from .config_reader import read_rule_set
+from .problems import ConfigError, Problem, file_error
+from .rules import RuleSet
 
-# A config is a few kilobytes. These limits bound the time and memory a hostile file can cost:
-# aliases are never expanded, but a rule or patch list reached through an alias counts each time.
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "ConfigError",
+    "Problem",
+    "default_config_path",
+    "load_config",
+    "parse_config",
+    "parse_config_bytes",
+    "read_config_bytes",
+]
+
+# A config is a few kilobytes; a larger file is a mistake or an attack.
 MAX_CONFIG_BYTES = 1024 * 1024
-MAX_RULES = 10_000
-MAX_PATCHES = 10_000  # header patches in all rules together
-MAX_PROBLEMS = 100  # reported; more are summarised in one line
-
-TOP_LEVEL_KEYS = ("key", "destination", "rewrites")
-RULE_KEYS = ("patch", "destination")
-PATCH_KEYS = ("key", "val")
-
-_TAG = "tag:yaml.org,2002:"
-_SCALAR_TAGS = {f"{_TAG}{name}" for name in ("str", "int", "float", "bool", "timestamp")}
 
 try:  # libyaml's composer is several times faster; both keep line and column marks.
     _Loader: type = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _Loader = yaml.SafeLoader
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with a config file, located as precisely as the file allows."""
-
-    source: str
-    line: int  # 1-based
-    column: int  # 1-based
-    path: str  # key path, e.g. "rewrites.dev.patch[1].val"; "" for the whole file
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.source}:{self.line}:{self.column}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; `problems` lists every reason found."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("\n".join(str(problem) for problem in self.problems))
 
 
 def default_config_path() -> str:
@@ -81,13 +54,13 @@ def read_config_bytes(source: str) -> bytes:
         with open(source, "rb") as file:
             data = file.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
-        raise _file_error(source, "config file not found") from None
+        raise file_error(source, "config file not found") from None
     except IsADirectoryError:
-        raise _file_error(source, "expected a config file, found a directory") from None
+        raise file_error(source, "expected a config file, found a directory") from None
     except OSError as e:
-        raise _file_error(source, f"cannot read config file: {e.strerror or e}") from None
+        raise file_error(source, f"cannot read config file: {e.strerror or e}") from None
     if len(data) > MAX_CONFIG_BYTES:
-        raise _file_error(source, f"config file is larger than {MAX_CONFIG_BYTES} bytes")
+        raise file_error(source, f"config file is larger than {MAX_CONFIG_BYTES} bytes")
     return data
 
 
@@ -106,7 +79,7 @@ def parse_config_bytes(data: bytes, source: str) -> RuleSet:
 def parse_config(text: str, source: str = "<string>") -> RuleSet:
     """Validate YAML `text` and build the RuleSet; raise ConfigError listing every problem."""
     if len(text) > MAX_CONFIG_BYTES:
-        raise _file_error(source, f"config is larger than {MAX_CONFIG_BYTES} bytes")
+        raise file_error(source, f"config is larger than {MAX_CONFIG_BYTES} bytes")
     try:
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
@@ -115,258 +88,5 @@ def parse_config(text: str, source: str = "<string>") -> RuleSet:
         detail = " ".join(part for part in (e.context, e.problem) if part)
         raise ConfigError([Problem(source, line, column, "", f"invalid YAML: {detail}")]) from None
     except yaml.YAMLError as e:
-        raise _file_error(source, f"invalid YAML: {e}") from None
-    reader = _ConfigReader(source)
-    try:
-        return reader.read(root)
-    except _TooLarge as e:
-        raise ConfigError(
-            [*reader.sorted_problems(), Problem(source, e.line, e.column, e.path, e.message)]
-        ) from None
-
-
-class _TooLarge(Exception):
-    """Stops reading a config that exceeds a limit; carries where and why."""
-
-    def __init__(self, node: yaml.Node, path: str, message: str) -> None:
-        self.line, self.column = node.start_mark.line + 1, node.start_mark.column + 1
-        self.path, self.message = path, message
-
-
-def _file_error(source: str, message: str) -> ConfigError:
-    return ConfigError([Problem(source, 1, 1, "", message)])
-
-
-class _ConfigReader:
-    """Walks the YAML node tree, collecting problems instead of stopping at the first."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[Problem] = []
-        self.patches_read = 0
-
-    def sorted_problems(self) -> list[Problem]:
-        problems = sorted(self.problems, key=lambda p: (p.line, p.column))
-        if len(problems) > MAX_PROBLEMS:
-            more = len(problems) - MAX_PROBLEMS
-            last = problems[MAX_PROBLEMS]
-            summary = Problem(
-                self.source, last.line, last.column, "", f"... and {more} more problems"
-            )
-            problems = [*problems[:MAX_PROBLEMS], summary]
-        return problems
-
-    def read(self, root: yaml.Node | None) -> RuleSet:
-        if root is None:
-            self.problems.append(
-                Problem(
-                    self.source,
-                    1,
-                    1,
-                    "",
-                    "config is empty; expected a mapping with "
-                    "'key', 'destination' and optionally 'rewrites'",
-                )
-            )
-            raise ConfigError(self.problems)
-        fields = self._mapping(root, "", TOP_LEVEL_KEYS, required=("key", "destination"))
-        key = default = None
-        if "key" in fields:
-            key = self._header_name(fields["key"], "key")
-        if "destination" in fields:
-            default = self._destination(fields["destination"], "destination")
-        rules = self._rules(fields["rewrites"]) if "rewrites" in fields else {}
-        if self.problems or key is None or default is None:
-            raise ConfigError(self.sorted_problems())
-        return RuleSet(key=key, default=default, rules=MappingProxyType(rules), source=self.source)
-
-    # --- the schema, one level at a time
-
-    def _rules(self, node: yaml.Node) -> dict[str, Rule]:
-        if _is_null(node):  # `rewrites:` with nothing under it: no rules
-            return {}
-        rules: dict[str, Rule] = {}
-        for index, (name_node, rule_node) in enumerate(self._pairs(node, "rewrites")):
-            if index == MAX_RULES:
-                raise _TooLarge(name_node, "rewrites", f"more than {MAX_RULES} rules")
-            name = self._rule_name(name_node)
-            if name is None:
-                continue
-            path = f"rewrites.{name}"
-            fields = self._mapping(rule_node, path, RULE_KEYS)
-            patches = self._patches(fields["patch"], f"{path}.patch") if "patch" in fields else ()
-            destination = None
-            if "destination" in fields:
-                destination = self._destination(fields["destination"], f"{path}.destination")
-            rules[name] = Rule(name=name, patches=patches, destination=destination)
-        return rules
-
-    def _patches(self, node: yaml.Node, path: str) -> tuple[HeaderPatch, ...]:
-        if not isinstance(node, yaml.SequenceNode):
-            self._problem(node, path, f"expected a list of {{key, val}} items, got {_kind(node)}")
-            return ()
-        patches = []
-        for index, item in enumerate(node.value):
-            item_path = f"{path}[{index}]"
-            self.patches_read += 1
-            if self.patches_read > MAX_PATCHES:
-                message = f"more than {MAX_PATCHES} header patches in all rules (an alias counts "
-                raise _TooLarge(item, item_path, message + "each time it is used)")
-            fields = self._mapping(item, item_path, PATCH_KEYS, required=PATCH_KEYS)
-            name = self._header_name(fields["key"], f"{item_path}.key") if "key" in fields else None
-            if name is not None and name.lower() in FRAMING_HEADERS:
-                self._problem(
-                    fields["key"],
-                    f"{item_path}.key",
-                    f"{name} cannot be patched: mitmproxy sets it from the body",
-                )
-                name = None
-            value = (
-                self._header_value(fields["val"], f"{item_path}.val") if "val" in fields else None
-            )
-            if name is not None and value is not None:
-                patches.append(HeaderPatch(name, value))
-        return tuple(patches)
-
-    # --- leaves
-
-    def _header_name(self, node: yaml.Node, path: str) -> str | None:
-        text = self._scalar(node, path, "a header name")
-        if text is None:
-            return None
-        problem = header_name_problem(text)
-        if problem:
-            self._problem(node, path, problem)
-            return None
-        return text
-
-    def _header_value(self, node: yaml.Node, path: str) -> str | None:
-        text = self._scalar(node, path, 'a header value (use "" for an empty one)')
-        if text is None:
-            return None
-        problem = header_value_problem(text)
-        if problem:
-            self._problem(node, path, problem)
-            return None
-        return text
-
-    def _destination(self, node: yaml.Node, path: str) -> Destination | None:
-        text = self._scalar(node, path, "an http:// or https:// URL")
-        if text is None:
-            return None
-        try:
-            return parse_destination(text)
-        except ValueError as e:
-            self._problem(node, path, str(e))
-            return None
-
-    def _rule_name(self, node: yaml.Node) -> str | None:
-        text = self._scalar(node, "rewrites", "a key header value as rule name")
-        if text is None:
-            return None
-        path = f"rewrites.{text}"
-        if not text.strip():
-            self._problem(node, path, "a rule name cannot be empty: no request could select it")
-        elif text != text.strip():
-            self._problem(
-                node,
-                path,
-                f"rule name {text!r} has surrounding whitespace, which is "
-                "ignored in the key header, so no request could select it",
-            )
-        elif problem := header_value_problem(text):
-            self._problem(node, path, problem)
-        else:
-            return text
-        return None
-
-    def _scalar(self, node: yaml.Node, path: str, expected: str) -> str | None:
-        """The text of a scalar as written; YAML booleans spelled true/false become lowercase."""
-        if not isinstance(node, yaml.ScalarNode) or _is_null(node):
-            self._problem(node, path, f"expected {expected}, got {_kind(node)}")
-            return None
-        if node.tag not in _SCALAR_TAGS:
-            self._problem(node, path, f"expected {expected}, got a value tagged {node.tag}")
-            return None
-        value: str = node.value
-        if node.tag == f"{_TAG}bool" and value.lower() in ("true", "false"):
-            return value.lower()
-        return value
-
-    # --- mappings
-
-    def _mapping(
-        self, node: yaml.Node, path: str, known: tuple[str, ...], required: tuple[str, ...] = ()
-    ) -> dict[str, yaml.Node]:
-        """Fields of a mapping with known keys; unknown, duplicate and missing keys are problems."""
-        if not isinstance(node, yaml.MappingNode):
-            wanted = ", ".join(repr(k) for k in known)
-            self._problem(node, path, f"expected a mapping with {wanted}, got {_kind(node)}")
-            return {}
-        fields: dict[str, yaml.Node] = {}
-        suggested: set[str] = set()
-        for key_node, value_node in self._pairs(node, path):
-            key = key_node.value
-            key_path = f"{path}.{key}" if path else key
-            if key in known:
-                fields[key] = value_node
-            elif key == "<<":
-                self._problem(
-                    key_node,
-                    key_path,
-                    "YAML merge keys (<<) are not supported; "
-                    "repeat the fields or use an alias (*name) for the whole value",
-                )
-            else:
-                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-                suggested.update(close)
-                self._problem(key_node, key_path, _unknown_key_message(key, close, known))
-        for key in required:
-            if key not in fields and key not in suggested:  # a suggestion already said it
-                self._problem(
-                    node, f"{path}.{key}" if path else key, f"missing required key {key!r}"
-                )
-        return fields
-
-    def _pairs(self, node: yaml.Node, path: str) -> Iterator[tuple[yaml.Node, yaml.Node]]:
-        """Key/value pairs of a mapping node, refusing duplicate and non-scalar keys."""
-        if not isinstance(node, yaml.MappingNode):
-            self._problem(node, path, f"expected a mapping, got {_kind(node)}")
-            return
-        seen: dict[str, yaml.Node] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                self._problem(key_node, path, f"expected a scalar key, got {_kind(key_node)}")
-                continue
-            first = seen.setdefault(key_node.value, key_node)
-            if first is not key_node:
-                where = f"line {first.start_mark.line + 1}"
-                key_path = f"{path}.{key_node.value}" if path else key_node.value
-                self._problem(key_node, key_path, f"duplicate key, already defined on {where}")
-                continue
-            yield key_node, value_node
-
-    def _problem(self, node: yaml.Node, path: str, message: str) -> None:
-        mark = node.start_mark
-        self.problems.append(Problem(self.source, mark.line + 1, mark.column + 1, path, message))
-
-
-def _is_null(node: yaml.Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag == f"{_TAG}null"
-
-
-def _kind(node: yaml.Node) -> str:
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    if _is_null(node):
-        return "nothing (null)"
-    return f"{node.value!r}"
-
-
-def _unknown_key_message(key: str, close: list[str], known: tuple[str, ...]) -> str:
-    expected = ", ".join(repr(k) for k in known)
-    if close:
-        return f"unknown key {key!r}, did you mean {close[0]!r}? (expected one of {expected})"
-    return f"unknown key {key!r} (expected one of {expected})"
+        raise file_error(source, f"invalid YAML: {e}") from None
+    return read_rule_set(root, source)

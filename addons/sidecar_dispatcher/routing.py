@@ -2,9 +2,9 @@
 
     decision = resolve(rules, request.headers, client_ip="10.0.0.7", path="/x", keep_host=False)
 
-`resolve` reads headers through anything with `get_all(name)` (mitmproxy's `Headers`, or a
-small stand-in in tests and tools) and returns a `Decision`: a value that can be applied to a
-flow, logged, stored in flow metadata and compared in tests.
+`resolve` reads headers through anything with `get_all(name)` (mitmproxy's `Headers`, or
+`HeaderList` in tools and tests) and returns a `Decision`: a value that can be applied to a
+flow or a header list (`apply_headers`), logged, stored in flow metadata and compared in tests.
 """
 
 from __future__ import annotations
@@ -17,8 +17,21 @@ from .rules import Destination, HeaderPatch, RuleSet
 FORWARDED_FOR = "X-Forwarded-For"
 
 
+DEFAULT_LABEL = "default"  # how the default destination is named in logs, comments, metrics
+
+
+def label_for(rule: str | None) -> str:
+    """The name a decision goes by: its rule, or "default" when no rule matched."""
+    return rule if rule is not None else DEFAULT_LABEL
+
+
 class HeaderLookup(Protocol):
     def get_all(self, name: str) -> list[str]: ...
+
+
+class EditableHeaders(Protocol):
+    def set(self, name: str, value: str) -> None:
+        """Give header `name` exactly this one value, replacing every value it had."""
 
 
 class AmbiguousRequest(ValueError):
@@ -39,11 +52,16 @@ class Decision:
 
     @property
     def label(self) -> str:
-        return self.rule if self.rule is not None else "default"
+        return label_for(self.rule)
 
     @property
     def patched_names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(header.name for header in self.headers))
+
+    def apply_headers(self, headers: EditableHeaders) -> None:
+        """Set the decision's headers in order, so that a later one wins (a Host patch last)."""
+        for header in self.headers:
+            headers.set(header.name, header.value)
 
     def describe(self) -> str:
         """The flow comment shown in mitmweb: `dev → http://example.com`."""
@@ -60,7 +78,7 @@ class Decision:
 
 
 def resolve(
-    rules: RuleSet,
+    rule_set: RuleSet,
     headers: HeaderLookup,
     *,
     client_ip: str | None,
@@ -68,9 +86,9 @@ def resolve(
     keep_host: bool,
 ) -> Decision:
     """Pick the rule for a request and compute every header the upstream request gets."""
-    rule_name, reason = _select(rules, headers)
-    rule = rules.rules[rule_name] if rule_name is not None else None
-    destination = (rule.destination if rule else None) or rules.default
+    rule_name, reason = _select(rule_set, headers)
+    rule = rule_set.rewrites[rule_name] if rule_name is not None else None
+    destination = (rule.destination if rule else None) or rule_set.default
 
     updates: list[HeaderPatch] = []
     if not keep_host:
@@ -88,17 +106,18 @@ def resolve(
     )
 
 
-def _select(rules: RuleSet, headers: HeaderLookup) -> tuple[str | None, str]:
-    values = {value.strip() for value in headers.get_all(rules.key)}
+def _select(rule_set: RuleSet, headers: HeaderLookup) -> tuple[str | None, str]:
+    key = rule_set.key
+    values = {value.strip() for value in headers.get_all(key)}
     if not values:
-        return None, f"no {rules.key} header"
+        return None, f"no {key} header"
     if len(values) > 1:
         listed = ", ".join(sorted(repr(value) for value in values))
-        raise AmbiguousRequest(f"conflicting {rules.key} headers: {listed}")
+        raise AmbiguousRequest(f"conflicting {key} headers: {listed}")
     (value,) = values
-    if value in rules.rules:
-        return value, f"{rules.key}: {value}"
-    return None, f"no rule for {rules.key}: {value}"
+    if value in rule_set.rewrites:
+        return value, f"{key}: {value}"
+    return None, f"no rule for {key}: {value}"
 
 
 def forwarded_for(headers: HeaderLookup, client_ip: str) -> str:

@@ -70,9 +70,8 @@ class RuleSet:
 
     key: str
     default: Destination
-    rules: Mapping[str, Rule]  # a read-only mapping, keyed by the key header's value
-    source: str = "<memory>"
+    rewrites: Mapping[str, Rule]  # the config's `rewrites`, read-only, by key header value
 
     def summary(self) -> str:
-        names = ", ".join(self.rules) or "none"
+        names = ", ".join(self.rewrites) or "none"
         return f"key={self.key} default={self.default} rules=[{names}]"
