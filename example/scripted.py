@@ -22,12 +22,10 @@ from sidecar_dispatcher import Dispatcher
 async def serve(config: str, port: int, reverse: str, listen_host: str) -> int:
     opts = options.Options(mode=[f"reverse:{reverse}@{port}"], listen_host=listen_host)
     master = DumpMaster(opts, with_termlog=True, with_dumper=False)
-    dispatcher = Dispatcher()
-    master.addons.add(dispatcher)  # declares the dispatcher_config option
+    master.addons.add(Dispatcher())  # declares the dispatcher_config option
     try:
-        master.options.update(dispatcher_config=config, connection_strategy="lazy")
-        if dispatcher.rules is None:  # the option kept its default: no configure event came
-            dispatcher.reload()  # a bad config stops us here, before anything listens
+        # Reads the config now: a bad one stops us here, before anything listens.
+        master.options.update(dispatcher_config=config)
     except exceptions.OptionsError as e:
         print(f"scripted dispatcher: {e}", file=sys.stderr)
         return 1

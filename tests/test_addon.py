@@ -9,13 +9,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from mitmproxy import exceptions, http
+from mitmproxy import exceptions, hooks, http
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.addons.termlog import TermLog
+from mitmproxy.proxy.layers.http import (  # type: ignore[attr-defined]  # not in its __all__
+    HttpErrorHook,
+    HttpRequestHeadersHook,
+)
 from mitmproxy.test import taddons, tflow
 
 from sidecar_dispatcher import Dispatcher
-from sidecar_dispatcher.addon import DISPATCHED_MARKER, MITMWEB_DEFAULT_COLUMNS
+from sidecar_dispatcher.router import DISPATCHED_MARKER
+from sidecar_dispatcher.startup import MITMWEB_DEFAULT_COLUMNS
 
 from .conftest import WriteConfig
 
@@ -77,14 +82,22 @@ def body(flow: http.HTTPFlow) -> bytes:
     return flow.response.content or b""
 
 
+def invoke(tctx: taddons.context, addon: object, hook: hooks.Hook) -> None:
+    """Send one hook to the addon and the parts it holds, as mitmproxy does."""
+    tctx.master.addons.invoke_addon_sync(addon, hook)
+
+
 class Harness:
     def __init__(self, tctx: taddons.context, dispatcher: Dispatcher) -> None:
         self.tctx = tctx
         self.dispatcher = dispatcher
 
     def dispatch(self, flow: http.HTTPFlow) -> http.HTTPFlow:
-        self.dispatcher.requestheaders(flow)
+        invoke(self.tctx, self.dispatcher, HttpRequestHeadersHook(flow))
         return flow
+
+    def hook(self, hook: hooks.Hook) -> None:
+        invoke(self.tctx, self.dispatcher, hook)
 
 
 @pytest.fixture
@@ -105,9 +118,9 @@ def test_config_option_defaults_to_sidecar_config(
     dispatcher = Dispatcher()
     with taddons.context(dispatcher) as tctx:
         assert tctx.options.dispatcher_config == str(config_path)
-        dispatcher.configure({"dispatcher_config"})  # as at start-up
+        invoke(tctx, dispatcher, hooks.ConfigureHook({"dispatcher_config"}))  # as at start-up
         assert dispatcher.rules is not None
-        assert set(dispatcher.rules.rules) == {"dev", "qa", "token"}
+        assert set(dispatcher.rules.rewrites) == {"dev", "qa", "token"}
 
 
 def test_config_option_defaults_to_config_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,6 +168,47 @@ def test_unknown_log_level_is_an_options_error(
         ),
     ):
         tctx.configure(dispatcher, dispatcher_config=str(config_path))
+
+
+def test_the_parts_are_registered_in_order_under_their_names(harness: Harness) -> None:
+    addons = harness.tctx.master.addons
+    parts = [addons.get(name) for name in ("dispatcher-startup", "dispatcher-config")]
+    assert parts == harness.dispatcher.addons[:2]
+    assert addons.get("dispatcher-router") is harness.dispatcher.router
+    assert harness.dispatcher.addons[1] is harness.dispatcher.config
+
+
+def test_a_master_that_never_sets_the_option_reads_the_config_when_running(
+    monkeypatch: pytest.MonkeyPatch, config_path: Path
+) -> None:
+    monkeypatch.setenv("SIDECAR_CONFIG", str(config_path))
+    dispatcher = Dispatcher()
+    # As a master built by hand: no configure event names the dispatcher's options.
+    with taddons.context(Proxyserver(), dispatcher) as tctx:
+        tctx.options.connection_strategy = "eager"
+        assert dispatcher.rules is None
+        invoke(tctx, dispatcher, hooks.RunningHook())
+        assert dispatcher.rules is not None
+        assert set(dispatcher.rules.rewrites) == {"dev", "qa", "token"}
+        assert tctx.options.connection_strategy == "lazy"  # the start-up policy ran too
+        flow = make_flow(("environment", "dev"))
+        invoke(tctx, dispatcher, HttpRequestHeadersHook(flow))
+        assert flow.request.host == "dev.test"
+        invoke(tctx, dispatcher, hooks.DoneHook())
+
+
+def test_a_master_that_never_sets_the_option_refuses_a_bad_config_when_running(
+    monkeypatch: pytest.MonkeyPatch, write_config: WriteConfig
+) -> None:
+    bad = write_config("key: environment\ndestination: nowhere\n")
+    monkeypatch.setenv("SIDECAR_CONFIG", str(bad))
+    dispatcher = Dispatcher()
+    with (
+        taddons.context(dispatcher) as tctx,
+        pytest.raises(exceptions.OptionsError, match=rf"{bad}:2:14: destination: expected"),
+    ):
+        invoke(tctx, dispatcher, hooks.RunningHook())
+    assert dispatcher.rules is None
 
 
 # --- dispatch
@@ -250,7 +304,7 @@ def test_exception_in_dispatch_fails_closed_with_502(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("routing exploded")
 
-    monkeypatch.setattr("sidecar_dispatcher.addon.resolve", broken)
+    monkeypatch.setattr("sidecar_dispatcher.router.resolve", broken)
     with caplog.at_level(logging.ERROR):
         flow = harness.dispatch(make_flow(("environment", "dev")))
     assert flow.response is not None
@@ -267,9 +321,9 @@ def test_exception_in_dispatch_fails_closed_with_502(
 
 def test_without_config_requests_fail_closed() -> None:
     dispatcher = Dispatcher()
-    with taddons.context(dispatcher):
+    with taddons.context(dispatcher) as tctx:
         flow = make_flow()
-        dispatcher.requestheaders(flow)
+        invoke(tctx, dispatcher, HttpRequestHeadersHook(flow))
         assert flow.response is not None
         assert flow.response.status_code == 502
         assert b"no configuration" in body(flow)
@@ -315,7 +369,7 @@ def test_logging_level_comes_from_the_environment(
         tctx.configure(dispatcher, dispatcher_config=str(config_path))
         assert logging.getLogger("sidecar_dispatcher").level == logging.WARNING
         monkeypatch.setenv("SIDECAR_LOGGING_LEVEL", "INFO")
-        dispatcher.configure({"dispatcher_config"})
+        invoke(tctx, dispatcher, hooks.ConfigureHook({"dispatcher_config"}))
         assert logging.getLogger("sidecar_dispatcher").level == logging.INFO
 
 
@@ -325,7 +379,7 @@ def test_error_hook_names_rule_and_destination(
     flow = harness.dispatch(make_flow(("environment", "dev")))
     flow.error = tflow.terr("connection refused")
     with caplog.at_level(logging.WARNING, logger="sidecar_dispatcher"):
-        harness.dispatcher.error(flow)
+        harness.hook(HttpErrorHook(flow))
     assert "dev → http://dev.test:8082/base failed: connection refused" in caplog.text
 
 
@@ -345,14 +399,14 @@ def test_running_explains_a_reverse_target_that_is_not_the_default(
 ) -> None:
     harness.tctx.configure(harness.dispatcher, mode=["reverse:http://elsewhere.test:9000"])
     with caplog.at_level(logging.INFO, logger="sidecar_dispatcher"):
-        harness.dispatcher.running()
+        harness.hook(hooks.RunningHook())
     assert (
         "reverse-mode target http://elsewhere.test:9000 is not the config's default" in caplog.text
     )
     caplog.clear()
     harness.tctx.configure(harness.dispatcher, mode=["reverse:http://default.test:8081"])
     with caplog.at_level(logging.INFO, logger="sidecar_dispatcher"):
-        harness.dispatcher.running()
+        harness.hook(hooks.RunningHook())
     assert "reverse-mode target" not in caplog.text
 
 
@@ -372,37 +426,37 @@ def test_debug_level_raises_terminal_verbosity(
 OTHER_CONFIG = "key: environment\ndestination: http://other.test\n"
 
 
-def test_refresh_applies_a_changed_file(harness: Harness, config_path: Path) -> None:
+def test_file_change_reload_applies_a_changed_file(harness: Harness, config_path: Path) -> None:
     config_path.write_text(OTHER_CONFIG)
-    harness.dispatcher.refresh("test")
+    harness.dispatcher.config.reload("test", only_if_changed=True)
     assert harness.dispatch(make_flow(("environment", "dev"))).request.host == "other.test"
 
 
-def test_refresh_keeps_the_last_good_config_when_the_file_is_invalid(
+def test_file_change_reload_keeps_the_last_good_config_when_the_file_is_invalid(
     harness: Harness, config_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config_path.write_text("key: environment\ndestination: nowhere\n")
     with caplog.at_level(logging.ERROR, logger="sidecar_dispatcher"):
-        harness.dispatcher.refresh("test")
+        harness.dispatcher.config.reload("test", only_if_changed=True)
     assert harness.dispatch(make_flow(("environment", "dev"))).request.host == "dev.test"
     assert f"{config_path}:2:14: destination: expected" in caplog.text
     assert "still serving the last good config" in caplog.text
 
 
-def test_refresh_keeps_the_last_good_config_when_the_file_is_deleted(
+def test_file_change_reload_keeps_the_last_good_config_when_the_file_is_deleted(
     harness: Harness, config_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config_path.unlink()
     with caplog.at_level(logging.ERROR, logger="sidecar_dispatcher"):
-        harness.dispatcher.refresh("test")
-        harness.dispatcher.refresh("test")
+        harness.dispatcher.config.reload("test", only_if_changed=True)
+        harness.dispatcher.config.reload("test", only_if_changed=True)
     assert harness.dispatch(make_flow(("environment", "dev"))).request.host == "dev.test"
     assert caplog.text.count("is missing; still serving the last good config") == 1
 
 
 def test_reload_command_rereads_the_file(harness: Harness, config_path: Path) -> None:
     config_path.write_text(OTHER_CONFIG)
-    harness.tctx.command(harness.dispatcher.reload_command)
+    harness.tctx.command(harness.dispatcher.config.reload_command)
     assert harness.dispatch(make_flow()).request.host == "other.test"
 
 
@@ -411,8 +465,8 @@ def test_watcher_applies_a_saved_file_and_follows_the_option(config_path: Path) 
         dispatcher = Dispatcher()
         with taddons.context(dispatcher) as tctx:
             tctx.configure(dispatcher, dispatcher_config=str(config_path))
-            assert dispatcher.watcher is not None
-            assert dispatcher.watcher.method == "inotify"
+            assert dispatcher.config.watcher is not None
+            assert dispatcher.config.watcher.method == "inotify"
             config_path.write_text(OTHER_CONFIG)
             for _ in range(40):  # the watcher settles for 0.25 s
                 await asyncio.sleep(0.05)
@@ -421,8 +475,8 @@ def test_watcher_applies_a_saved_file_and_follows_the_option(config_path: Path) 
             assert dispatcher.rules is not None
             assert dispatcher.rules.default.host == "other.test"
             tctx.configure(dispatcher, dispatcher_watch=False)
-            assert dispatcher.watcher is None
-            dispatcher.done()
+            assert dispatcher.config.watcher is None
+            invoke(tctx, dispatcher, hooks.DoneHook())
 
     asyncio.run(scenario())
 
@@ -443,7 +497,7 @@ def test_mitmweb_default_columns_gain_the_comment_column(config_path: Path) -> N
             "time",
         ]
         tctx.configure(dispatcher, web_columns=["path", "status"])
-        dispatcher.reload()
+        tctx.configure(dispatcher, dispatcher_config=str(config_path))
         assert list(tctx.options.web_columns) == ["path", "status"]  # a user's choice stays
 
 

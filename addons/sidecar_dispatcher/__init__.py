@@ -6,9 +6,14 @@ from sidecar_dispatcher.config import load_config  # the pure core (does not)
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+try:  # pyproject.toml owns the version; an installed package carries it in its metadata
+    __version__ = metadata.version("sidecar-dispatcher")
+except metadata.PackageNotFoundError:  # run from a source tree (mitmdump -s) without install
+    __version__ = "0+unknown"
+
 __all__ = ["Dispatcher", "__version__"]
 
 if TYPE_CHECKING:

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import sidecar_dispatcher.addon as addon_module
+import sidecar_dispatcher.router as router_module
 from sidecar_dispatcher import Dispatcher
 from sidecar_dispatcher.routing import Decision, HeaderLookup, resolve
 from sidecar_dispatcher.rules import RuleSet
 
 
-def exploding_resolve(rules: RuleSet, headers: HeaderLookup, **kwargs: Any) -> Decision:
+def exploding_resolve(rule_set: RuleSet, headers: HeaderLookup, **kwargs: Any) -> Decision:
     if headers.get_all("X-Test-Explode"):
         raise RuntimeError("routing exploded on purpose")
-    return resolve(rules, headers, **kwargs)
+    return resolve(rule_set, headers, **kwargs)
 
 
-addon_module.resolve = exploding_resolve  # type: ignore[attr-defined]
+router_module.resolve = exploding_resolve  # type: ignore[attr-defined]
 addons = [Dispatcher()]

@@ -1,0 +1,162 @@
+"""The rules in force, read from the config file and kept current while the sidecar runs.
+
+    mitmdump ... -s addons/dispatcher.py --set dispatcher_config=/app/config/config.yaml
+
+`LiveConfig` is the only writer of the rules: it reads the file when the option is set (an
+invalid file is refused with OptionsError, and mitmproxy keeps the option's previous value), and
+re-reads it on a file change, on SIGHUP and on the `dispatcher.reload` command (an invalid file
+is logged and the last good rules keep serving). Each swap is one assignment, so a request
+already dispatched keeps the decision it got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from mitmproxy import command, ctx, exceptions
+from mitmproxy.addonmanager import Loader
+from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
+
+from .config import ConfigError, default_config_path
+from .config_file import ConfigFile, ConfigFileMissing
+from .rules import RuleSet
+from .watch import FileWatcher
+
+logger = logging.getLogger(__name__)
+
+CONFIG_OPTION = "dispatcher_config"
+WATCH_OPTION = "dispatcher_watch"
+
+
+class LiveConfig:
+    """Owns the config file, its watcher and the `RuleSet` read from it."""
+
+    name = "dispatcher-config"
+
+    def __init__(self) -> None:
+        self.rules: RuleSet | None = None
+        self.file: ConfigFile | None = None
+        self.watcher: FileWatcher | None = None
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            name=CONFIG_OPTION,
+            typespec=str,
+            default=default_config_path(),
+            help="Path of the dispatcher's YAML config (key, destination, rewrites). "
+            "Defaults to $SIDECAR_CONFIG, else config.yaml.",
+        )
+        loader.add_option(
+            name=WATCH_OPTION,
+            typespec=bool,
+            default=True,
+            help="Reload the dispatcher config when its file changes; an invalid file is "
+            "not applied and the last good config keeps serving.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if CONFIG_OPTION in updated:
+            self._read_or_refuse(ctx.options.dispatcher_config)
+        if updated & {CONFIG_OPTION, WATCH_OPTION}:
+            self._restart_watcher()
+
+    def running(self) -> None:
+        if self.rules is None:
+            # mitmdump, mitmweb and the runner configure every option at start-up; a master
+            # built by hand may never set this one. Send it the same event, so that the config
+            # is read (or refused, stopping the start) the same way everywhere.
+            ctx.options.update(**{CONFIG_OPTION: ctx.options.dispatcher_config})
+        self._explain_reverse_target()
+        if self.watcher is None:  # configure() starts it when a loop already runs
+            self._restart_watcher()
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
+        except (RuntimeError, NotImplementedError, ValueError):  # no loop, or not main thread
+            logger.debug("SIGHUP reloading unavailable here")
+
+    def done(self) -> None:
+        if self.watcher:
+            self.watcher.stop()
+            self.watcher = None
+        with contextlib.suppress(RuntimeError, NotImplementedError, ValueError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+    @command.command("dispatcher.reload")
+    def reload_command(self) -> None:
+        """Re-read the dispatcher config file now; an invalid file keeps the rules in force."""
+        self.reload("reload requested")
+
+    def reload(self, reason: str, *, only_if_changed: bool = False) -> None:
+        """Read the config file again and swap its rules in; never raises.
+
+        A missing or invalid file is logged and the last good rules keep serving. With
+        `only_if_changed` (file events), content already seen is not applied or reported again.
+        """
+        if self.file is None:
+            return
+        path = self.file.path
+        try:
+            rules = self.file.changed() if only_if_changed else self.file.load()
+        except ConfigFileMissing:
+            logger.error(
+                "%s: config file %s is missing; still serving the last good config", reason, path
+            )
+            return
+        except ConfigError as e:
+            logger.error(
+                "%s: config file %s is invalid; still serving the last good config:\n%s",
+                reason,
+                path,
+                e,
+            )
+            return
+        if rules is None:
+            return
+        self.rules = rules  # one assignment: requests already dispatched keep their decision
+        logger.info("dispatcher config %s reloaded (%s): %s", path, reason, rules.summary())
+
+    def _read_or_refuse(self, path: str) -> None:
+        """Read `path` as the config now; OptionsError naming file:line:col when invalid."""
+        config_file = ConfigFile(path)
+        try:
+            rules = config_file.load()
+        except ConfigError as e:
+            raise exceptions.OptionsError(f"Invalid dispatcher config:\n{e}") from None
+        self.rules, self.file = rules, config_file
+        logger.info("dispatcher config %s loaded: %s", path, rules.summary())
+
+    def _restart_watcher(self) -> None:
+        if self.watcher:
+            self.watcher.stop()
+            self.watcher = None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not running yet: running() starts it
+            return
+        if self.file and ctx.options.dispatcher_watch:
+            self.watcher = FileWatcher(
+                self.file.path, lambda: self.reload("file changed", only_if_changed=True)
+            )
+            self.watcher.start(loop)
+            logger.info("watching %s for changes (%s)", self.file.path, self.watcher.method)
+
+    def _explain_reverse_target(self) -> None:
+        """Say where traffic goes when the reverse-mode URL and the default destination differ."""
+        if self.rules is None:
+            return
+        default = self.rules.default
+        for spec in ctx.options.mode:
+            mode = ProxyMode.parse(spec)
+            if not isinstance(mode, ReverseMode):
+                continue
+            # The scheme does not matter: every request gets its destination's scheme.
+            if mode.address != (default.host, default.port):
+                logger.info(
+                    "reverse-mode target %s is not the config's default destination %s: "
+                    "requests go where the config says, the reverse-mode target is unused",
+                    mode.data,
+                    default,
+                )

@@ -1,0 +1,129 @@
+"""Send each request where the rules say: resolve it, apply the `Decision` to the flow, record it.
+
+    Router(live_config).requestheaders(flow)   # as mitmproxy calls it, before any upstream I/O
+
+Dispatch happens in `requestheaders`, before mitmproxy opens the upstream connection, so it is
+also right when request bodies are streamed. It fails closed: whatever goes wrong answers the
+client from the sidecar, and never lets the request carry on to the reverse-mode target.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+from mitmproxy import ctx, http
+
+from .live_config import LiveConfig
+from .routing import AmbiguousRequest, Decision, label_for, resolve
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEY = "dispatcher"
+DISPATCHED_MARKER = ":twisted_rightwards_arrows:"  # 🔀 in mitmweb's flow list
+
+
+class Router:
+    """Dispatches each live request by the rules `live_config` holds at that moment."""
+
+    name = "dispatcher-router"
+
+    def __init__(self, live_config: LiveConfig) -> None:
+        self.live_config = live_config
+        self.keep_host_header = False  # mitmproxy's option, mirrored here off the request path
+
+    def configure(self, updated: set[str]) -> None:
+        if "keep_host_header" in updated:
+            self.keep_host_header = ctx.options.keep_host_header
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live or flow.is_replay:
+            return
+        try:
+            self._dispatch(flow)
+        except AmbiguousRequest as e:
+            logger.warning("refused %s %s: %s", flow.request.method, flow.request.path, e)
+            flow.response = error_response(400, f"sidecar dispatcher: {e}")
+        except Exception as e:  # fail closed: never let the request reach the wrong upstream
+            logger.error(
+                "dispatch failed for %s %s:\n%s",
+                flow.request.method,
+                flow.request.path,
+                traceback.format_exc(),
+            )
+            flow.response = error_response(502, f"sidecar dispatcher: dispatch failed ({e!r})")
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        decision = flow.metadata.get(METADATA_KEY)
+        if decision and flow.error:
+            label = label_for(decision["rule"])
+            logger.warning("%s → %s failed: %s", label, decision["destination"], flow.error.msg)
+
+    def _dispatch(self, flow: http.HTTPFlow) -> None:
+        rules = self.live_config.rules
+        if rules is None:
+            raise RuntimeError("the dispatcher has no configuration loaded")
+        request = flow.request
+        decision = resolve(
+            rules,
+            request.headers,
+            client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else None,
+            path=request.path,
+            keep_host=self.keep_host_header,
+        )
+        apply_decision(request, decision, keep_host=self.keep_host_header)
+        record(flow, decision)
+
+
+class _RequestHeaders:
+    """A request's headers as `Decision.apply_headers` edits them."""
+
+    def __init__(self, request: http.Request) -> None:
+        self.request = request
+
+    def set(self, name: str, value: str) -> None:
+        if name.lower() == "host":
+            self.request.host_header = value  # also :authority for HTTP/2
+        else:
+            self.request.headers[name] = value
+
+
+def apply_decision(request: http.Request, decision: Decision, *, keep_host: bool) -> None:
+    """Point the request at the decision's destination and set its headers."""
+    client_host_header = request.host_header
+    destination = decision.destination
+    # Scheme before host and port: the Host header mitmproxy derives depends on it.
+    request.scheme = destination.scheme
+    request.host = destination.host
+    request.port = destination.port
+    request.path = decision.path
+    if keep_host:
+        request.host_header = client_host_header  # setting .host rewrote it
+    decision.apply_headers(_RequestHeaders(request))
+
+
+def record(flow: http.HTTPFlow, decision: Decision) -> None:
+    """Keep the decision with the flow (metadata, mitmweb comment and marker) and log it."""
+    flow.metadata[METADATA_KEY] = decision.as_metadata()
+    flow.comment = decision.describe()
+    if decision.dispatched:
+        flow.marked = DISPATCHED_MARKER
+    if not logger.isEnabledFor(logging.INFO):  # SIDECAR_LOGGING_LEVEL=WARNING: skip the work
+        return
+    logger.info(
+        "%s → %s (%s) %s %s patched=[%s]",
+        decision.label,
+        decision.destination,
+        decision.reason,
+        flow.request.method,
+        flow.request.path.partition("?")[0],
+        ", ".join(decision.patched_names),
+    )
+    if logger.isEnabledFor(logging.DEBUG):
+        for header in decision.headers:
+            logger.debug("%s → set %s: %s", decision.label, header.name, header.value)
+
+
+def error_response(status: int, reason: str) -> http.Response:
+    """The sidecar's own answer: plain text, so that it is never mistaken for the upstream's."""
+    return http.Response.make(status, reason + "\n", {"Content-Type": "text/plain; charset=utf-8"})
