@@ -5,13 +5,16 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 SIDECAR_PORT ?= 5000
 
-.PHONY: run test lint bench clean system-packages
+.PHONY: run test test-fast lint bench clean system-packages
 
 run: $(INSTALLED)  ## the sidecar on :$(SIDECAR_PORT) with config.yaml and two demo destinations
 	PATH="$(CURDIR)/$(BIN):$$PATH" SIDECAR_PORT=$(SIDECAR_PORT) sh example/run-demo.sh
 
 test: $(INSTALLED)  ## the whole test suite, with coverage of the package
 	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+test-fast: $(INSTALLED)  ## the unit tests only: no processes, no network; for the inner loop
+	$(BIN)/python -m pytest -q --ignore=tests/integration $(PYTEST_ARGS)
 
 bench: $(INSTALLED)  ## the benchmark suite against its peers (~35 min); BENCH_ARGS=--quick for a smoke
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

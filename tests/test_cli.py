@@ -7,11 +7,13 @@ import io
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-from sidecar_dispatcher.cli import HeaderList, main
+from sidecar_dispatcher.cli import main
+from sidecar_dispatcher.header_list import HeaderList
 
 from .conftest import WriteConfig
 
@@ -202,3 +204,9 @@ def test_header_list_replaces_in_place_like_mitmproxy() -> None:
     headers.set("a", "new")
     headers.set("C", "4")
     assert headers.fields == [("A", "new"), ("b", "2"), ("C", "4")]
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"sidecar-dispatcher {metadata.version('sidecar-dispatcher')}"

@@ -15,30 +15,12 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from . import __version__
 from .config import ConfigError, default_config_path, load_config
+from .header_list import HeaderList, parse_header
 from .routing import AmbiguousRequest, resolve
 from .rules import RuleSet
-
-
-class HeaderList:
-    """An ordered, case-insensitive header list with mitmproxy's `Headers` semantics."""
-
-    def __init__(self, fields: Sequence[tuple[str, str]] = ()) -> None:
-        self.fields = list(fields)
-
-    def get_all(self, name: str) -> list[str]:
-        return [value for key, value in self.fields if key.lower() == name.lower()]
-
-    def set(self, name: str, value: str) -> None:
-        """Replace the first field of that name in place and drop the others, else append."""
-        positions = [i for i, (key, _) in enumerate(self.fields) if key.lower() == name.lower()]
-        if not positions:
-            self.fields.append((name, value))
-            return
-        first, *others = positions
-        self.fields[first] = (self.fields[first][0], value)
-        for index in reversed(others):
-            del self.fields[index]
+from .supervisor import run
 
 
 def validate(path: str, out: TextIO) -> int:
@@ -53,12 +35,12 @@ def validate(path: str, out: TextIO) -> int:
     return 0
 
 
-def describe_rules(rules: RuleSet) -> str:
-    lines = [f"  key:         {rules.key}", f"  default:     {rules.default}"]
-    lines.append(f"  rules:       {len(rules.rules)}")
-    width = max((len(name) for name in rules.rules), default=0)
-    for name, rule in rules.rules.items():
-        destination = rule.destination or f"{rules.default} (default)"
+def describe_rules(rule_set: RuleSet) -> str:
+    lines = [f"  key:         {rule_set.key}", f"  default:     {rule_set.default}"]
+    lines.append(f"  rules:       {len(rule_set.rewrites)}")
+    width = max((len(name) for name in rule_set.rewrites), default=0)
+    for name, rule in rule_set.rewrites.items():
+        destination = rule.destination or f"{rule_set.default} (default)"
         patched = ", ".join(patch.name for patch in rule.patches) or "none"
         lines.append(f"    {name:<{width}}  → {destination}  patches: {patched}")
     return "\n".join(lines)
@@ -88,11 +70,9 @@ def explain(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"refused:      400 Bad Request from the sidecar ({e})", file=out)
         print("upstream:     nothing is sent", file=out)
         return 0
-    for header in decision.headers:
-        headers.set(header.name, header.value)
+    decision.apply_headers(headers)
     destination = decision.destination
-    rule = decision.rule if decision.rule is not None else "default"
-    print(f"rule:         {rule} ({decision.reason})", file=out)
+    print(f"rule:         {decision.label} ({decision.reason})", file=out)
     print(f"destination:  {destination}", file=out)
     origin = f"{destination.scheme}://{destination.authority}"
     print(f"upstream:     {arguments.method} {origin}{decision.path}", file=out)
@@ -102,19 +82,13 @@ def explain(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def parse_header(text: str) -> tuple[str, str]:
-    name, colon, value = text.partition(":")
-    if not colon or not name.strip():
-        raise ValueError(f"header {text!r} is not of the form 'Name: value'")
-    return name.strip(), value.strip()
-
-
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar-dispatcher",
         description="Run the sidecar HTTP dispatcher (the default command), check a config, "
         "or explain how it dispatches a request.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -199,12 +173,10 @@ COMMANDS = ("run", "validate", "explain")
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "run")  # `sidecar-dispatcher` alone, or with run's options, runs
     arguments = make_parser().parse_args(argv)
     if arguments.command == "run":
-        from .runner import run  # noqa: PLC0415 - mitmproxy is only needed to serve
-
         return run(arguments.options, arguments.workers, arguments.reuse_port)
     if arguments.command == "validate":
         return validate(arguments.path, sys.stdout)
