@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from tests.integration.processes import free_port, send
+from sidecar_dispatcher.testing.loopback import free_port, send
 
 from .nginx import (
     LARGE_PATH,
@@ -25,7 +25,7 @@ from .nginx import (
     upstream_http,
     write_docroot,
 )
-from .peers import Peer, RunningPeer, dispatch_config, launch, wait_ready
+from .peers import Peer, RunningPeer, bench_config, launch, wait_ready
 from .processes import Managed, Pinning
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Bench(contextlib.AbstractContextManager["Bench"]):
                 upstream.wait_for_port(port)
             self.upstream = upstream
             self.config = self.workdir / "config.yaml"
-            self.config.write_text(dispatch_config(self.ports))
+            self.config.write_text(bench_config(self.ports))
             self._stack = stack.pop_all()
         return self
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .environment import Bench, settle
-from .load import KEY_HEADER, k6, wrk
+from .load import KEY_HEADER, WrkResult, k6, wrk
 from .nginx import LARGE_PATH
 from .peers import Peer, RunningPeer
 from .processes import machine_busy_seconds, rss_bytes
@@ -88,19 +88,24 @@ def run_wrk(
     return {**quietest, "attempts": len(attempts)}
 
 
-def run_wrk_once(
-    bench: Bench, running: RunningPeer, workload: Workload, seconds: float
-) -> dict[str, Any]:
-    """One wrk run against one peer, with the CPU the proxy and the load side used meanwhile."""
-    busy_before = machine_busy_seconds()
-    proxy_before, upstream_before = running.cpu_seconds(), bench.upstream_cpu_seconds()
-    result = wrk(
+def wrk_on(bench: Bench, running: RunningPeer, workload: Workload, seconds: float) -> WrkResult:
+    """wrk against one peer, from the load side's core, as the workload says."""
+    return wrk(
         f"http://127.0.0.1:{running.port}{workload.path}",
         connections=workload.connections,
         seconds=seconds,
         headers=workload.headers,
         cpus=bench.pinning.load,
     )
+
+
+def run_wrk_once(
+    bench: Bench, running: RunningPeer, workload: Workload, seconds: float
+) -> dict[str, Any]:
+    """One wrk run against one peer, with the CPU the proxy and the load side used meanwhile."""
+    busy_before = machine_busy_seconds()
+    proxy_before, upstream_before = running.cpu_seconds(), bench.upstream_cpu_seconds()
+    result = wrk_on(bench, running, workload, seconds)
     proxy_cpu = running.cpu_seconds() - proxy_before
     upstream_cpu = bench.upstream_cpu_seconds() - upstream_before
     busy = machine_busy_seconds() - busy_before
@@ -218,13 +223,7 @@ def send_requests(bench: Bench, running: RunningPeer, count: int) -> int:
     sent, rate, runs = 0, 0.0, 0
     while sent < count:
         seconds = 1.0 if not rate else min(30.0, max(1.0, (count - sent) / rate + 0.5))
-        result = wrk(
-            f"http://127.0.0.1:{running.port}/",
-            connections=KEEPALIVE.connections,
-            seconds=seconds,
-            headers=KEEPALIVE.headers,
-            cpus=bench.pinning.load,
-        )
+        result = wrk_on(bench, running, KEEPALIVE, seconds)
         if result.errors or result.non_2xx:
             raise RuntimeError(f"{running.peer.name}: errors while sending requests: {result}")
         sent, rate, runs = sent + result.requests, result.rate, runs + 1

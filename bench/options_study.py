@@ -34,6 +34,12 @@ KEEP_LEGACY_LOG_EVENTS = (
     "import mitmproxy.log\nmitmproxy.log.LegacyLogEvents.uninstall = lambda self: None"
 )
 
+
+def runner_with(name: str, option: str) -> Peer:
+    """The runner with one mitmproxy option set, labelled by it."""
+    return Peer(f"runner-{name}", option, "runner", options=(option,))
+
+
 RUNNER_VARIANTS = (
     Peer("runner", "runner as it is (baseline)", "runner"),
     # mitmproxy checks field types of every Request/Response and every event under `__debug__`
@@ -51,25 +57,10 @@ RUNNER_VARIANTS = (
         prelude=KEEP_LEGACY_LOG_EVENTS,
     ),
     Peer("runner-log-warning", "SIDECAR_LOGGING_LEVEL=WARNING", "runner", env=WARNING),
-    Peer(
-        "runner-termlog-warn",
-        "termlog_verbosity=warn",
-        "runner",
-        options=("termlog_verbosity=warn",),
-    ),
-    Peer(
-        "runner-no-header-check",
-        "validate_inbound_headers=false",
-        "runner",
-        options=("validate_inbound_headers=false",),
-    ),
-    Peer(
-        "runner-eager",
-        "connection_strategy=eager",
-        "runner",
-        options=("connection_strategy=eager",),
-    ),
-    Peer("runner-no-http2", "http2=false", "runner", options=("http2=false",)),
+    runner_with("termlog-warn", "termlog_verbosity=warn"),
+    runner_with("no-header-check", "validate_inbound_headers=false"),
+    runner_with("eager", "connection_strategy=eager"),
+    runner_with("no-http2", "http2=false"),
     Peer(
         "runner-all",
         "WARNING + validate_inbound_headers=false + http2=false",

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.integration.processes import free_port
+from sidecar_dispatcher.testing.configs import dispatch_config
+from sidecar_dispatcher.testing.loopback import free_port
 
 from .nginx import UpstreamPorts, dispatcher_http, nginx_process
 from .processes import Managed, Pinning
@@ -75,23 +76,10 @@ SUITE_PEERS = (
 )
 
 
-def dispatch_config(ports: UpstreamPorts) -> str:
-    """The dispatcher config every dispatching peer implements (the README's example)."""
-    return f"""key: environment
-destination: {ports.url(ports.default)}
-rewrites:
-  dev:
-    patch:
-      - key: Host
-        val: example.com
-      - key: dispatched
-        val: true
-  qa:
-    patch:
-      - key: dispatched
-        val: true
-    destination: {ports.url(ports.qa)}
-"""
+def bench_config(ports: UpstreamPorts) -> str:
+    """The dispatcher config every dispatching peer implements: the README's example, with qa
+    sent to destination-app's page (`map_remote_options` and nginx's map say the same)."""
+    return dispatch_config(ports.url(ports.default), qa=ports.url(ports.qa))
 
 
 def map_remote_options(ports: UpstreamPorts) -> list[str]:

@@ -11,12 +11,13 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from sidecar_dispatcher.testing.loopback import wait_until_accepting
 
 logger = logging.getLogger(__name__)
 
@@ -114,13 +115,11 @@ class Managed:
 
     def wait_for_port(self, port: int, timeout: float = 120.0) -> None:
         """Until the process accepts connections on `port` (many starting at once are slow)."""
-        deadline = time.monotonic() + timeout
-        while not accepts(port):
-            if not self.running():
-                raise RuntimeError(f"{self.name} exited before listening:\n{self.logs()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not listen on {port} in {timeout}s")
-            time.sleep(0.05)
+        assert self.process is not None, f"{self.name} was not started"
+        try:
+            wait_until_accepting(port, self.process, self.name, timeout)
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}:\n{self.logs()}") from None
 
     def stop(self) -> None:
         """SIGTERM to the process group, SIGKILL after the grace period."""
@@ -136,14 +135,6 @@ class Managed:
 
     def cpu_seconds(self) -> float:
         return sum(cpu_seconds(pid) for pid in self.tree())
-
-
-def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def stop_group(process: subprocess.Popen[bytes], grace: float) -> None:

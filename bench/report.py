@@ -159,59 +159,51 @@ def throughput_table(document: dict[str, Any]) -> str:
     return markdown_table(header, rows)
 
 
-def k6_table(document: dict[str, Any]) -> str:
-    rows = []
-    for name, found in document["results"].items():
-        k6 = found.get("k6")
-        if not k6:
-            continue
-        rows.append(
-            [
-                f"`{name}`",
-                f"{k6['requests']:,}",
-                f"{k6['p50_ms']:.1f}",
-                f"{k6['p90_ms']:.1f}",
-                f"{k6['p95_ms']:.1f}",
-                f"{k6['max_ms']:.1f}",
-                f"{k6['failed_checks']} / {k6['failed_checks'] + k6['passed_checks']:,}",
-                str(k6["failed_requests"]),
-            ]
-        )
-    header = [
-        "peer",
-        "requests",
-        "p50 ms",
-        "p90 ms",
-        "p95 ms",
-        "max ms",
-        "failed checks",
-        "failed requests",
+def _peer_table(
+    document: dict[str, Any], header: list[str], cells: Callable[[dict[str, Any]], list[str] | None]
+) -> str:
+    """A row for each peer that `cells` has something to say about: its name, then those cells."""
+    rows = [
+        [f"`{name}`", *row]
+        for name, found in document["results"].items()
+        if (row := cells(found)) is not None
     ]
-    return markdown_table(header, rows)
+    return markdown_table(["peer", *header], rows)
+
+
+def k6_table(document: dict[str, Any]) -> str:
+    latencies = ("p50", "p90", "p95", "max")
+
+    def cells(found: dict[str, Any]) -> list[str] | None:
+        if not (k6 := found.get("k6")):
+            return None
+        return [
+            f"{k6['requests']:,}",
+            *(f"{k6[f'{latency}_ms']:.1f}" for latency in latencies),
+            f"{k6['failed_checks']} / {k6['failed_checks'] + k6['passed_checks']:,}",
+            str(k6["failed_requests"]),
+        ]
+
+    header = ["requests", *(f"{latency} ms" for latency in latencies)]
+    return _peer_table(document, [*header, "failed checks", "failed requests"], cells)
 
 
 def memory_table(document: dict[str, Any]) -> str:
-    rows = []
-    for name, found in document["results"].items():
+    def cells(found: dict[str, Any]) -> list[str] | None:
         memory = found.get("memory")
         if found.get("rss_idle_mib") is None and not memory:
-            continue
-        rows.append(
-            [
-                f"`{name}`",
-                _or_dash(found.get("rss_idle_mib"), lambda v: f"{v:.1f}"),
-                _or_dash(memory, lambda m: str(m["processes"])),
-                _or_dash(memory, lambda m: f"{m['rss_warm_mib']:.1f}"),
-                _or_dash(
-                    memory, lambda m: f"{m['rss_after_mib']:.1f} ({m['requests']:,} requests)"
-                ),
-                _or_dash(memory, lambda m: f"{m['growth_mib']:+.2f}"),
-                _or_dash(memory and memory.get("largest_process_growth_mib"), "{:+.2f}".format),
-                _or_dash(memory and memory.get("second_half_growth_mib"), "{:+.2f}".format),
-            ]
-        )
+            return None
+        return [
+            _or_dash(found.get("rss_idle_mib"), lambda v: f"{v:.1f}"),
+            _or_dash(memory, lambda m: str(m["processes"])),
+            _or_dash(memory, lambda m: f"{m['rss_warm_mib']:.1f}"),
+            _or_dash(memory, lambda m: f"{m['rss_after_mib']:.1f} ({m['requests']:,} requests)"),
+            _or_dash(memory, lambda m: f"{m['growth_mib']:+.2f}"),
+            _or_dash(memory and memory.get("largest_process_growth_mib"), "{:+.2f}".format),
+            _or_dash(memory and memory.get("second_half_growth_mib"), "{:+.2f}".format),
+        ]
+
     header = [
-        "peer",
         "RSS idle MiB",
         "processes",
         "RSS after warm-up MiB",
@@ -220,7 +212,7 @@ def memory_table(document: dict[str, Any]) -> str:
         "of which the largest one process",
         "growth in the second half",
     ]
-    return markdown_table(header, rows)
+    return _peer_table(document, header, cells)
 
 
 def goals_table(document: dict[str, Any]) -> str:

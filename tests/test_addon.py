@@ -21,34 +21,13 @@ from mitmproxy.test import taddons, tflow
 from sidecar_dispatcher import Dispatcher
 from sidecar_dispatcher.router import DISPATCHED_MARKER
 from sidecar_dispatcher.startup import MITMWEB_DEFAULT_COLUMNS
+from sidecar_dispatcher.testing.configs import dispatch_config
 
 from .conftest import WriteConfig
 
-CONFIG = """
-key: environment
-destination: http://default.test:8081
-rewrites:
-  dev:
-    patch:
-      - key: Host
-        val: example.com
-      - key: dispatched
-        val: true
-    destination: http://dev.test:8082/base
-  qa:
-    patch:
-      - key: dispatched
-        val: true
-  token:
-    patch:
-      - key: Authorization
-        val: Bearer s3cret
-      - key: X-Twice
-        val: first
-      - key: x-twice
-        val: second
-    destination: https://secure.test
-"""
+CONFIG = dispatch_config(
+    "http://default.test:8081", dev="http://dev.test:8082/base", token="https://secure.test"
+)
 
 
 @pytest.fixture

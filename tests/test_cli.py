@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import subprocess
 import sys
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -14,49 +11,14 @@ import pytest
 
 from sidecar_dispatcher.cli import main
 from sidecar_dispatcher.header_list import HeaderList
+from sidecar_dispatcher.testing.configs import dispatch_config
 
-from .conftest import WriteConfig
+from .conftest import WriteConfig, run_command
 
-CONFIG = """
-key: environment
-destination: http://default.test:8081
-rewrites:
-  dev:
-    patch:
-      - key: Host
-        val: example.com
-      - key: dispatched
-        val: true
-    destination: http://dev.test:8082/base
-  qa:
-    patch:
-      - key: dispatched
-        val: true
-"""
+CONFIG = dispatch_config("http://default.test:8081", dev="http://dev.test:8082/base")
 
 
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def run(*arguments: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Result:
-    """The command in this process (fast, and measured by coverage), as a user would call it."""
-    out, err = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("SIDECAR_CONFIG", raising=False)
-        for name, value in (env or {}).items():
-            patch.setenv(name, value)
-        if cwd is not None:
-            patch.chdir(cwd)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(arguments)
-            except SystemExit as exited:
-                code = int(exited.code or 0)
-    return Result(code, out.getvalue(), err.getvalue())
+run = run_command
 
 
 def test_validate_good_config_exits_0_with_a_summary(write_config: WriteConfig) -> None:
@@ -210,3 +172,15 @@ def test_version_comes_from_the_package_metadata() -> None:
     result = run("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"sidecar-dispatcher {metadata.version('sidecar-dispatcher')}"
+
+
+def test_the_command_and_the_workers_supervisor_do_not_load_mitmproxy() -> None:
+    # A supervisor of N workers only starts and signals them: mitmproxy would cost it ~70 MiB.
+    probe = (
+        "import sys, sidecar_dispatcher.cli, sidecar_dispatcher.supervisor; "
+        "print(sorted(name for name in sys.modules if name.partition('.')[0] == 'mitmproxy'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"

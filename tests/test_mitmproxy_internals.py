@@ -18,7 +18,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 from sidecar_dispatcher import mitmproxy_internals as internals
 from sidecar_dispatcher.addon import Dispatcher
 from sidecar_dispatcher.runner import build_master, lean_addons
-from tests.integration.processes import free_port  # TODO: testing.loopback
+from sidecar_dispatcher.testing.loopback import free_port
 
 
 @pytest.fixture

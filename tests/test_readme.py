@@ -18,14 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-import pytest
 from mitmproxy import options
 from mitmproxy.addons import core, termlog
 from mitmproxy.test import taddons
 
 from sidecar_dispatcher import Dispatcher
-from sidecar_dispatcher.cli import main, make_parser
+from sidecar_dispatcher.cli import make_parser
 from sidecar_dispatcher.runner import lean_addons
+
+from .conftest import Result, run_command
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -328,30 +329,15 @@ def test_every_option_set_for_the_runner_is_one_it_accepts() -> None:
 # --- what the commands print
 
 
-@dataclass
-class Printed:
-    code: int
-    out: str
+def run_in_repository(arguments: list[str]) -> Result:
+    """The command in this process, in the repository's folder."""
+    return run_command(*arguments, cwd=ROOT)
 
 
-def run_in_repository(arguments: list[str], monkeypatch: pytest.MonkeyPatch) -> Printed:
-    """The command in this process, in the repository's folder, as `tests/test_cli.py` does."""
-    out, err = io.StringIO(), io.StringIO()
-    with monkeypatch.context() as patch:
-        patch.delenv("SIDECAR_CONFIG", raising=False)
-        patch.chdir(ROOT)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(arguments)
-            except SystemExit as exited:
-                code = int(exited.code or 0)
-    return Printed(code, out.getvalue() + err.getvalue())
-
-
-def test_validate_accepts_the_repository_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    printed = run_in_repository(["validate", "config.yaml"], monkeypatch)
-    assert printed.code == 0, printed.out
-    assert printed.out.startswith("config.yaml: OK")
+def test_validate_accepts_the_repository_config() -> None:
+    printed = run_in_repository(["validate", "config.yaml"])
+    assert printed.returncode == 0, printed.stdout + printed.stderr
+    assert printed.stdout.startswith("config.yaml: OK")
 
 
 def console_transcripts() -> Iterator[tuple[Path, int, list[str], list[str]]]:
@@ -374,12 +360,10 @@ def console_transcripts() -> Iterator[tuple[Path, int, list[str], list[str]]]:
                 shown[2].append(text)
 
 
-def test_the_validate_and_explain_transcripts_match_what_the_commands_print(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_validate_and_explain_transcripts_match_what_the_commands_print() -> None:
     transcripts = list(console_transcripts())
     assert transcripts, "no `$ sidecar-dispatcher validate|explain` transcript found"
     for document, number, arguments, lines in transcripts:
-        printed = run_in_repository(arguments, monkeypatch)
+        printed = run_in_repository(arguments)
         where = f"{document.relative_to(ROOT)}:{number}: sidecar-dispatcher {shlex.join(arguments)}"
-        assert printed.out.splitlines() == lines, where
+        assert (printed.stdout + printed.stderr).splitlines() == lines, where

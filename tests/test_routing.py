@@ -9,22 +9,11 @@ from sidecar_dispatcher.destinations import parse_destination
 from sidecar_dispatcher.header_list import HeaderList
 from sidecar_dispatcher.routing import AmbiguousRequest, Decision, forwarded_for, resolve
 from sidecar_dispatcher.rules import HeaderPatch
+from sidecar_dispatcher.testing.configs import dispatch_config
 
+# dev: Host and dispatched patched, to dev.test:8080/base; qa: dispatched, to the default
 RULES = parse_config(
-    """
-key: environment
-destination: http://default.test
-rewrites:
-  dev:
-    patch:
-      - {key: Host, val: example.com}
-      - {key: dispatched, val: true}
-    destination: http://dev.test:8080/base
-  qa:
-    patch:
-      - {key: dispatched, val: true}
-""",
-    "routing.yaml",
+    dispatch_config("http://default.test", dev="http://dev.test:8080/base"), "routing.yaml"
 )
 
 

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from .processes import ENGINES, Sidecar, Upstream, free_port
+from sidecar_dispatcher.testing.configs import dispatch_config
+from sidecar_dispatcher.testing.loopback import free_port
+
+from .processes import ENGINES, Sidecar, Upstream
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -16,16 +19,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def default_upstream() -> Iterator[Upstream]:
-    upstream = Upstream("default").start()
-    yield upstream
-    upstream.stop()
+    with Upstream("default") as upstream:
+        yield upstream
 
 
 @pytest.fixture(scope="session")
 def dev_upstream() -> Iterator[Upstream]:
-    upstream = Upstream("dev").start()
-    yield upstream
-    upstream.stop()
+    with Upstream("dev") as upstream:
+        yield upstream
 
 
 @pytest.fixture(scope="session")
@@ -34,45 +35,34 @@ def closed_port() -> int:
     return free_port()
 
 
-def dispatch_config(default: Upstream, dev: Upstream, closed_port: int) -> str:
-    return f"""
-key: environment
-destination: {default.url}
-rewrites:
-  dev:
-    patch:
-      - key: Host
-        val: example.com
-      - key: dispatched
-        val: true
-    destination: {dev.url}/base
-  qa:
-    patch:
-      - key: dispatched
-        val: true
-  token:
-    patch:
-      - key: Authorization
-        val: Bearer s3cret-token
-    destination: {dev.url}
-  down:
-    patch:
-      - key: dispatched
-        val: true
-    destination: http://127.0.0.1:{closed_port}
-"""
+SaveConfig = Callable[[str], Path]
+
+
+@pytest.fixture(scope="session")
+def save_config(tmp_path_factory: pytest.TempPathFactory) -> SaveConfig:
+    """Write a config's text to a file in a fresh temporary folder and return its path."""
+
+    def save(text: str) -> Path:
+        path = tmp_path_factory.mktemp("config") / "sidecar.yaml"
+        path.write_text(text)
+        return path
+
+    return save
 
 
 @pytest.fixture(scope="session")
 def config_file(
-    tmp_path_factory: pytest.TempPathFactory,
-    default_upstream: Upstream,
-    dev_upstream: Upstream,
-    closed_port: int,
+    save_config: SaveConfig, default_upstream: Upstream, dev_upstream: Upstream, closed_port: int
 ) -> Path:
-    path = tmp_path_factory.mktemp("config") / "sidecar.yaml"
-    path.write_text(dispatch_config(default_upstream, dev_upstream, closed_port))
-    return path
+    """dev to the dev upstream under /base, token to it at its root, down to the closed port."""
+    return save_config(
+        dispatch_config(
+            default_upstream.url,
+            dev=f"{dev_upstream.url}/base",
+            token=dev_upstream.url,
+            down=f"http://127.0.0.1:{closed_port}",
+        )
+    )
 
 
 @pytest.fixture(scope="module", params=ENGINES)
@@ -85,8 +75,6 @@ def engine(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="module")
 def sidecar(config_file: Path, default_upstream: Upstream, engine: str) -> Iterator[Sidecar]:
     """The sidecar as users run it: config through SIDECAR_CONFIG, reverse target = default."""
-    process = Sidecar(
-        default_upstream.url, env={"SIDECAR_CONFIG": str(config_file)}, engine=engine
-    ).start()
-    yield process
-    process.stop()
+    env = {"SIDECAR_CONFIG": str(config_file)}
+    with Sidecar(default_upstream.url, env=env, engine=engine) as process:
+        yield process

@@ -1,17 +1,19 @@
-"""Real parts for end-to-end tests: echoing upstream servers, a mitmdump sidecar, a client.
+"""Real parts for end-to-end tests: echoing upstream servers and a sidecar process.
 
-Everything binds to 127.0.0.1 and every wait is bounded.
+    with Upstream("default") as default, Sidecar(default.url, config=path) as sidecar:
+        assert sidecar.request("GET", "/").json()["upstream"] == "default"
+
+Everything binds to 127.0.0.1 and every wait is bounded. The client, `send`, and the port
+helpers are in `sidecar_dispatcher.testing.loopback`, shared with the benchmark.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,17 +26,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
+import pytest
+
+from sidecar_dispatcher.testing.loopback import (
+    START_TIMEOUT,
+    HeaderFields,
+    Response,
+    free_port,
+    send,
+    wait_until_accepting,
+)
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 SCRIPT = REPOSITORY / "addons" / "dispatcher.py"
 BIN = Path(sys.executable).parent
-START_TIMEOUT = 30.0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def require_program(path: Path | None, what: str) -> Path:
+    """The program's path; skipped without it, but a failure on CI, which must never skip."""
+    if path is not None and path.exists():
+        return path
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} is missing on CI")
+    pytest.skip(f"{what} is not installed")
 
 
 def binary_payload(size: int, seed: int = 7) -> bytes:
@@ -43,27 +57,36 @@ def binary_payload(size: int, seed: int = 7) -> bytes:
     return (block * (size // len(block) + 1))[:size]
 
 
+class Started:
+    """`with thing as started:` starts it, and stops it however the block ends."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 # --- upstream servers
 
 
-class HeaderFields:
-    """Case-insensitive reads of a (name, value) list, as a request or response carries."""
-
-    headers: list[tuple[str, str]]
-
-    def header(self, name: str) -> str | None:
-        values = self.all(name)
-        return values[0] if values else None
-
-    def all(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
-
 @dataclass(frozen=True)
-class Received(HeaderFields):
+class RequestHead(HeaderFields):
+    """A request as a test server received it, up to its body."""
+
     method: str
     path: str
     headers: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Received(RequestHead):
     body: bytes
 
 
@@ -126,11 +149,11 @@ class _EchoHandler(BaseHTTPRequestHandler):
 
 
 @dataclass
-class LoopbackServer:
+class LoopbackServer(Started):
     """An HTTP server on a free loopback port, served from a daemon thread.
 
     Subclasses name their request handler class; each handler gets the server object as
-    `self.upstream`.
+    `self.upstream`. `with Upstream("dev") as dev:` serves inside the block only.
     """
 
     name: str
@@ -180,12 +203,13 @@ class Upstream(LoopbackServer):
 ENGINES = ("mitmdump", "runner")
 
 
-class Sidecar:
+class Sidecar(Started):
     """A real sidecar in reverse mode on a free loopback port.
 
     engine "mitmdump": `mitmdump --mode reverse:TARGET@PORT -s addons/dispatcher.py`;
     engine "runner": `sidecar-dispatcher run` with SIDECAR_PORT (it derives its reverse-mode
     target from the config's default destination, so `reverse_target` is not used).
+    `with Sidecar(...) as sidecar:` starts it and always stops it (fixtures yield inside).
     """
 
     def __init__(
@@ -221,7 +245,7 @@ class Sidecar:
         self.env = {**os.environ, **extra_env, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Sidecar:
+    def start(self) -> Self:
         self.process = self._spawn()
         try:
             wait_until_accepting(self.port, self.process, "sidecar")
@@ -279,60 +303,3 @@ class Sidecar:
         body: bytes | None = None,
     ) -> Response:
         return send(self.port, method, path, headers, body)
-
-
-def wait_until_accepting(port: int, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while not _accepts(port):
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not listen on {port} within {START_TIMEOUT}s")
-        time.sleep(0.05)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-# --- the client
-
-
-@dataclass(frozen=True)
-class Response(HeaderFields):
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def json(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.body)
-        return data
-
-
-def send(
-    port: int,
-    method: str = "GET",
-    path: str = "/",
-    headers: Sequence[tuple[str, str]] = (),
-    body: bytes | None = None,
-    *,
-    timeout: float = 20.0,
-) -> Response:
-    """One request on a fresh connection; headers are sent exactly as given."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        own_host = any(name.lower() == "host" for name, _ in headers)
-        connection.putrequest(method, path, skip_host=own_host, skip_accept_encoding=True)
-        for name, value in headers:
-            connection.putheader(name, value)
-        if body is not None:
-            connection.putheader("Content-Length", str(len(body)))
-        connection.endheaders(body)
-        response = connection.getresponse()
-        return Response(response.status, response.getheaders(), response.read())
-    finally:
-        connection.close()

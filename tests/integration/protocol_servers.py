@@ -1,7 +1,10 @@
 """Destinations for the protocol tests: HTTPS with a test CA, WebSocket echo, streamed bodies.
 
-Everything binds to 127.0.0.1 and runs in daemon threads; each server has a `stop()` that its
-fixture calls. Nothing here holds a large body in memory.
+    with WebSocketEcho("dev") as server:
+        ...  # connect to server.url
+
+Everything binds to 127.0.0.1 and runs in daemon threads; leaving the `with` block stops the
+server. Nothing here holds a large body in memory.
 """
 
 from __future__ import annotations
@@ -17,17 +20,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import trustme
 from websockets.sync.server import Server, ServerConnection, serve
 
-from .processes import LoopbackServer, Upstream
+from sidecar_dispatcher.testing.loopback import HeaderFields
+
+from .processes import LoopbackServer, RequestHead, Started, Upstream
 
 # --- HTTPS destinations
 
 
-def https_upstream(name: str, certificate: trustme.LeafCert) -> Upstream:
+@dataclass(kw_only=True)
+class HttpsUpstream(Upstream):
     """The echoing `Upstream` of processes.py, speaking TLS with `certificate`.
 
     Its `url` still says http://: use `https_url()`. Handshakes happen in the request threads
@@ -35,15 +41,19 @@ def https_upstream(name: str, certificate: trustme.LeafCert) -> Upstream:
     a connection whose handshake fails never becomes a request, so `received` lists only
     requests that were served.
     """
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    certificate.configure_cert(context)
-    upstream = Upstream(name).start()
-    assert upstream.server is not None
-    # No client knows the port yet: wrapping the listening socket now is as good as before serving.
-    upstream.server.socket = context.wrap_socket(
-        upstream.server.socket, server_side=True, do_handshake_on_connect=False
-    )
-    return upstream
+
+    certificate: trustme.LeafCert
+
+    def start(self) -> Self:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.certificate.configure_cert(context)
+        super().start()
+        assert self.server is not None
+        # No client knows the port yet: wrapping the listening socket now is as good as earlier.
+        self.server.socket = context.wrap_socket(
+            self.server.socket, server_side=True, do_handshake_on_connect=False
+        )
+        return self
 
 
 def https_url(upstream: Upstream, host: str = "localhost") -> str:
@@ -54,18 +64,15 @@ def https_url(upstream: Upstream, host: str = "localhost") -> str:
 
 
 @dataclass(frozen=True)
-class Upgrade:
+class Upgrade(HeaderFields):
     """The HTTP request that opened a WebSocket connection, as the server received it."""
 
     path: str
     headers: list[tuple[str, str]]
 
-    def all(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
 
 @dataclass
-class WebSocketEcho:
+class WebSocketEcho(Started):
     """A WebSocket server that greets each client by its name, then echoes every message."""
 
     name: str
@@ -82,7 +89,7 @@ class WebSocketEcho:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"  # a destination: the sidecar dispatches HTTP
 
-    def start(self) -> WebSocketEcho:
+    def start(self) -> Self:
         self.server = serve(self._session, "127.0.0.1", 0)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
@@ -122,17 +129,11 @@ def deterministic_chunks(size: int, seed: int = 1) -> Iterator[bytes]:
 
 
 @dataclass(frozen=True)
-class Transfer:
+class Transfer(RequestHead):
     """One body a `StreamingUpstream` received or sent, by length and sha256, never kept."""
 
-    method: str
-    path: str
-    headers: list[tuple[str, str]]
     length: int
     sha256: str
-
-    def all(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
 
 
 class _StreamingHandler(BaseHTTPRequestHandler):
