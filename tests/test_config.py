@@ -10,6 +10,7 @@ import pytest
 
 from sidecar_dispatcher.config import MAX_CONFIG_BYTES, ConfigError, load_config, parse_config
 from sidecar_dispatcher.rules import Destination, HeaderPatch, RuleSet
+from sidecar_dispatcher.testing.configs import Rewrite, config_text
 
 from .conftest import WriteConfig
 
@@ -62,13 +63,8 @@ def test_repository_config_yaml_is_valid() -> None:
 
 
 def test_rule_without_destination_has_none_and_keeps_its_patches() -> None:
-    rules = parse("""
-        key: environment
-        destination: http://default.test
-        rewrites:
-          qa:
-            patch: [{key: dispatched, val: yes-please}]
-    """)
+    qa = Rewrite(patch=[("dispatched", "yes-please")])
+    rules = parse(config_text("http://default.test", {"qa": qa}))
     assert rules.rewrites["qa"].destination is None
     assert rules.rewrites["qa"].patches == (HeaderPatch("dispatched", "yes-please"),)
 
@@ -97,15 +93,8 @@ def test_rewrites_may_be_missing_or_empty() -> None:
     ],
 )
 def test_patch_values_are_sent_as_written(written: str, sent: str) -> None:
-    rules = parse(f"""
-        key: environment
-        destination: http://default.test
-        rewrites:
-          dev:
-            patch:
-              - key: X-Value
-                val: {written}
-    """)
+    dev = Rewrite(patch=[("X-Value", written)])
+    rules = parse(config_text("http://default.test", {"dev": dev}))
     assert rules.rewrites["dev"].patches == (HeaderPatch("X-Value", sent),)
 
 
@@ -127,6 +116,11 @@ def test_destination_with_port_and_base_path() -> None:
 
 
 # --- bad files: each names file:line:col, the key path and what was expected
+#
+# A bad file and its message belong in the catalogue, tests/fixtures/bad-configs (see
+# tests/bad_configs.py), where test_schema.py checks the loader and the JSON Schema against each.
+# Here: what a fixture file cannot be or the schema cannot judge, and what needs more than the
+# messages' text.
 
 
 def test_missing_file_is_reported(tmp_path: Path) -> None:
@@ -160,98 +154,14 @@ def test_oversized_file_is_refused_without_parsing(tmp_path: Path) -> None:
         load_config(path)
 
 
-def test_broken_yaml_gives_line_and_column() -> None:
-    message = only_problem("""
-        key: environment
-        destination: http://a.test
-        rewrites:
-          dev:
-            patch:
-              - key: Host
-               val: x
-    """)
-    assert message.startswith("test.yaml:7:8: invalid YAML: ")
-    assert "did not find expected '-' indicator" in message
-
-
 def test_empty_file_is_an_error() -> None:
+    # zero bytes: the catalogue's empty.yaml holds its expectation, a comment
     assert "config is empty" in only_problem("")
 
 
-def test_top_level_must_be_a_mapping() -> None:
-    assert only_problem("- key: environment\n") == (
-        "test.yaml:1:1: expected a mapping with 'key', 'destination', 'rewrites', got a list"
-    )
-
-
-def test_missing_required_keys_are_named() -> None:
-    found = problems("rewrites: {}\n")
-    assert "test.yaml:1:1: key: missing required key 'key'" in found
-    assert "test.yaml:1:1: destination: missing required key 'destination'" in found
-
-
-def test_unknown_key_suggests_the_nearest_known_key() -> None:
-    message = only_problem("""
-        key: environment
-        destination: http://a.test
-        rewrites:
-          dev:
-            patch:
-              - key: Host
-                value: x
-    """)
-    assert message.startswith("test.yaml:7:9: rewrites.dev.patch[0].value: unknown key 'value'")
-    assert "did you mean 'val'?" in message
-
-
-def test_unknown_top_level_key_suggests_destination() -> None:
-    found = problems("key: environment\ndestnation: http://a.test\n")
-    assert any(
-        "destnation: unknown key 'destnation', did you mean 'destination'?" in p for p in found
-    )
-
-
-def test_null_value_is_an_error_that_suggests_quotes() -> None:
-    message = only_problem("""
-        key: environment
-        destination: http://a.test
-        rewrites:
-          dev:
-            patch:
-              - key: Host
-                val: example.com
-              - key: dispatched
-                val:
-    """)
-    assert message.startswith("test.yaml:9:13: rewrites.dev.patch[1].val: expected a header value")
-    assert 'use "" for an empty one' in message
-
-
-@pytest.mark.parametrize(
-    ("value", "named"),
-    [
-        (r'"a\r\nInjected: 1"', "carriage return (CR)"),
-        (r'"a\nb"', "line feed (LF)"),
-        (r'"a\0b"', "NUL byte"),
-        (r'"bell\a"', "control character"),
-    ],
-)
-def test_control_characters_in_values_are_refused(value: str, named: str) -> None:
-    message = only_problem(f"""
-        key: environment
-        destination: http://a.test
-        rewrites:
-          dev:
-            patch:
-              - key: X-Token
-                val: {value}
-    """)
-    assert message.startswith("test.yaml:7:14: rewrites.dev.patch[0].val: header value contains")
-    assert named in message
-    assert "header injection" in message or "inject headers" in message
-
-
 def test_block_scalar_with_trailing_newline_is_refused() -> None:
+    # Not in the catalogue: the schema's value pattern ends in `$`, which in Python's `re` (so in
+    # jsonschema) also matches before a final newline; editors' ECMAScript regexes refuse it.
     message = only_problem("""
         key: environment
         destination: http://a.test
@@ -265,111 +175,9 @@ def test_block_scalar_with_trailing_newline_is_refused() -> None:
     assert "rewrites.dev.patch[0].val: header value contains a line feed" in message
 
 
-@pytest.mark.parametrize("name", ["Bad Header", "X:Colon", "Ünïcode", '""'])
-def test_invalid_header_names_are_refused(name: str) -> None:
-    message = only_problem(f"""
-        key: environment
-        destination: http://a.test
-        rewrites:
-          dev:
-            patch:
-              - key: {name}
-                val: x
-    """)
-    assert "rewrites.dev.patch[0].key:" in message
-
-
-def test_invalid_key_header_name_is_refused() -> None:
-    assert "test.yaml:1:6: key: 'my env' is not a valid header name" in only_problem(
-        "key: my env\ndestination: http://a.test\n"
-    )
-
-
-@pytest.mark.parametrize("name", ["Content-Length", "transfer-encoding"])
-def test_framing_headers_cannot_be_patched(name: str) -> None:
-    message = only_problem(f"""
-        key: environment
-        destination: http://a.test
-        rewrites:
-          dev:
-            patch: [{{key: {name}, val: "0"}}]
-    """)
-    assert f"rewrites.dev.patch[0].key: {name} cannot be patched" in message
-
-
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("example.com", "did you mean 'http://example.com'"),
-        ("ftp://example.com", "expected an absolute http:// or https:// URL"),
-        ("http://", "has no host"),
-        ("http://a.test:99999", "port must be a number from 1 to 65535"),
-        ("http://a.test:0", "port must be a number from 1 to 65535"),
-        ("http://a.test/x?q=1", "may not have a query or fragment"),
-        ("http://a.test/#top", "may not have a query or fragment"),
-        ("http://user:pw@a.test", "credentials"),
-        ("http://bad host.test", "is not a valid host name"),
-        ("http://[::zz]", "is not a valid URL"),
-        ("http://a.test/with space", "whitespace"),
-        ("''", "got an empty string"),
-        ("[http://a.test]", "got a list"),
-        ("8080", "expected an absolute http:// or https:// URL, got '8080'"),
-    ],
-)
-def test_bad_rule_destinations_are_refused(url: str, expected: str) -> None:
-    message = only_problem(f"""
-        key: environment
-        destination: http://a.test
-        rewrites:
-          dev:
-            destination: {url}
-    """)
-    assert message.startswith("test.yaml:5:18: rewrites.dev.destination: ")
-    assert expected in message
-
-
-def test_duplicate_keys_are_refused_with_both_lines() -> None:
-    message = only_problem("""
-        key: environment
-        destination: http://a.test
-        rewrites:
-          dev: {}
-          dev: {}
-    """)
-    assert message == "test.yaml:5:3: rewrites.dev: duplicate key, already defined on line 4"
-
-
-def test_rule_names_that_no_request_can_select_are_refused() -> None:
-    found = problems("""
-        key: environment
-        destination: http://a.test
-        rewrites:
-          " dev ": {}
-          "": {}
-    """)
-    assert any("surrounding whitespace" in p for p in found)
-    assert any("cannot be empty" in p for p in found)
-
-
-def test_patch_must_be_a_list_of_key_val_mappings() -> None:
-    found = problems("""
-        key: environment
-        destination: http://a.test
-        rewrites:
-          dev:
-            patch: {key: Host, val: x}
-          qa:
-            patch:
-              - Host: x
-    """)
-    assert found[0] == (
-        "test.yaml:5:12: rewrites.dev.patch: expected a list of {key, val} items, got a mapping"
-    )
-    assert "test.yaml:8:9: rewrites.qa.patch[0].Host: unknown key 'Host'" in found[1]
-    assert "rewrites.qa.patch[0].key: missing required key 'key'" in found[2]
-
-
 def test_unsupported_yaml_tags_and_merge_keys_are_refused() -> None:
+    # Not in the catalogue: an editor merges a merge key and its schema check passes; only the
+    # loader refuses it.
     found = problems("""
         key: environment
         destination: !!binary aGVsbG8=

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from sidecar_dispatcher import watch
 from sidecar_dispatcher.watch import FileWatcher
 
@@ -38,6 +40,16 @@ def watch_while(
 
     asyncio.run(main())
     return fired
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path) -> Path:
+    """A folder holding config.yaml ("a"), which tmp_path/config.yaml links to."""
+    folder = tmp_path / "real"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("a")
+    (tmp_path / "config.yaml").symlink_to(folder / "config.yaml")
+    return folder
 
 
 def test_rename_over_the_path_fires_once(tmp_path: Path) -> None:
@@ -90,12 +102,10 @@ def test_configmap_data_swap_fires(tmp_path: Path) -> None:
     assert path.read_text() == "b"
 
 
-def test_in_place_write_to_a_symlink_target_elsewhere_fires(tmp_path: Path) -> None:
-    elsewhere = tmp_path / "real"
-    elsewhere.mkdir()
-    (elsewhere / "config.yaml").write_text("a")
+def test_in_place_write_to_a_symlink_target_elsewhere_fires(
+    tmp_path: Path, elsewhere: Path
+) -> None:
     path = tmp_path / "config.yaml"
-    path.symlink_to(elsewhere / "config.yaml")
     assert len(watch_while(path, lambda: (elsewhere / "config.yaml").write_text("b"))) == 1
 
 
@@ -138,12 +148,8 @@ def test_fingerprint_follows_symlinks_and_reports_absence(tmp_path: Path) -> Non
     assert watch.fingerprint(str(tmp_path / "absent.yaml")) is None
 
 
-def test_a_target_folder_that_disappears_is_survived(tmp_path: Path) -> None:
-    elsewhere = tmp_path / "real"
-    elsewhere.mkdir()
-    (elsewhere / "config.yaml").write_text("a")
+def test_a_target_folder_that_disappears_is_survived(tmp_path: Path, elsewhere: Path) -> None:
     path = tmp_path / "config.yaml"
-    path.symlink_to(elsewhere / "config.yaml")
 
     def remove_target_folder_then_point_elsewhere() -> None:
         other = tmp_path / "other"

@@ -25,7 +25,9 @@ from pathlib import Path, PurePosixPath
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from .processes import BIN, REPOSITORY, Upstream, free_port, send, wait_until_accepting
+from sidecar_dispatcher.testing.loopback import free_port, send, wait_until_accepting
+
+from .processes import BIN, REPOSITORY, Upstream, require_program
 
 DOCKERFILE = REPOSITORY / "Dockerfile"
 DOCKERIGNORE = REPOSITORY / ".dockerignore"
@@ -33,15 +35,6 @@ INSTALL_TIMEOUT = 240.0  # seconds; `--no-cache-dir` downloads mitmproxy and its
 
 # The first test to use the image waits for its installation.
 pytestmark = pytest.mark.timeout(INSTALL_TIMEOUT + 60)
-
-
-def require_program(path: Path | None, what: str) -> Path:
-    """The program's path; skipped without it, but a failure on CI, which must never skip."""
-    if path is not None and path.exists():
-        return path
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} is missing on CI")
-    pytest.skip(f"{what} is not installed")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ port, and the legacy nginx proxies to it.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -24,7 +23,9 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from .processes import BIN, REPOSITORY, Sidecar, Upstream, send
+from sidecar_dispatcher.testing.loopback import send
+
+from .processes import BIN, REPOSITORY, Sidecar, Upstream, require_program
 
 EXAMPLE = REPOSITORY / "example" / "kubernetes"
 BASE = EXAMPLE / "base"
@@ -39,15 +40,6 @@ MiB = 1024 * 1024
 BUFFERED_BODY_HEADROOM = 64 * MiB
 
 Manifest = dict[str, Any]
-
-
-def require_program(path: Path, what: str) -> Path:
-    """The program's path; skipped without it, but a failure on CI, which must never skip."""
-    if path.exists():
-        return path
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} is missing on CI")
-    pytest.skip(f"{what} is not installed")
 
 
 def render(kustomization: str) -> str:
@@ -158,10 +150,8 @@ def resident(pid: int, field: str) -> int:
 @pytest.fixture(scope="module")
 def footprint(config_file: Path, default_upstream: Upstream) -> Iterator[Footprint]:
     """The image's process (the runner): resident idle, and its peak after 400 requests."""
-    sidecar = Sidecar(
-        default_upstream.url, env={"SIDECAR_CONFIG": str(config_file)}, engine="runner"
-    ).start()
-    try:
+    env = {"SIDECAR_CONFIG": str(config_file)}
+    with Sidecar(default_upstream.url, env=env, engine="runner") as sidecar:
         assert sidecar.process is not None
         idle = resident(sidecar.process.pid, "VmRSS")
         headers = [[("environment", rule)] for rule in ("dev", "qa", "nope", "")] * 100
@@ -169,8 +159,6 @@ def footprint(config_file: Path, default_upstream: Upstream) -> Iterator[Footpri
             statuses = list(pool.map(lambda h: send(sidecar.port, "GET", "/", h).status, headers))
         assert set(statuses) == {200}
         yield Footprint(idle, resident(sidecar.process.pid, "VmHWM"))
-    finally:
-        sidecar.stop()
 
 
 # --- rendering and validation

@@ -24,24 +24,17 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import yaml
 
-from .processes import (
-    BIN,
-    REPOSITORY,
-    Response,
-    Sidecar,
-    Upstream,
-    free_port,
-    send,
-    wait_until_accepting,
-)
+from sidecar_dispatcher.testing.loopback import Response, free_port, send, wait_until_accepting
+
+from .processes import BIN, REPOSITORY, Sidecar, Started, Upstream, require_program
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,15 +46,6 @@ K6_TIMEOUT = 60.0  # seconds: its start, 10 s of load, and its graceful stop (30
 COOKIE = ("Cookie", "testCookie=value")
 
 
-def require_program(path: Path | None, what: str) -> Path:
-    """The program's path; skipped without it, but a failure on CI, which must never skip."""
-    if path is not None and path.exists():
-        return path
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} is missing on CI")
-    pytest.skip(f"{what} is not installed")
-
-
 def replace_once(text: str, old: str, new: str) -> str:
     """Replace a line of an example file; fail loudly if the example no longer has it."""
     assert text.count(old) == 1, f"expected {old!r} once in the example's config"
@@ -71,11 +55,12 @@ def replace_once(text: str, old: str, new: str) -> str:
 # --- nginx, as a foreground process with everything it writes in a temporary directory
 
 
-class Nginx:
+class Nginx(Started):
     """A real nginx serving one server-block file (a conf.d file, as in the pod)."""
 
-    def __init__(self, name: str, site: str, workdir: Path) -> None:
+    def __init__(self, name: str, site: str, workdir: Path, binary: Path) -> None:
         self.name = name
+        self.binary = binary
         self.workdir = workdir
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "nginx.log"
@@ -103,11 +88,11 @@ http {{
 """
         )
 
-    def start(self, binary: Path) -> Nginx:
+    def start(self) -> Self:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [
-                    str(binary),
+                    str(self.binary),
                     "-p",
                     str(self.workdir),
                     "-c",
@@ -189,17 +174,21 @@ def pod(
     tmp_path_factory: pytest.TempPathFactory, default_upstream: Upstream, dev_upstream: Upstream
 ) -> Iterator[Pod]:
     binary = nginx_binary()
-    started: list[Nginx | Sidecar] = []
-    try:
+    with ExitStack() as stack:  # stops what started, in reverse order
+
+        def nginx(name: str, site_file: str, line: str, loopback_line: str) -> Nginx:
+            """The example's nginx site, one line replaced for loopback, started."""
+            site = replace_once((BASE / site_file).read_text(), line, loopback_line)
+            return stack.enter_context(Nginx(name, site, tmp_path_factory.mktemp(name), binary))
+
         html = tmp_path_factory.mktemp("html")
         shutil.copy(BASE / "index.html", html / "index.html")
-        site = replace_once(
-            (BASE / "destination-nginx.conf").read_text(),
+        destination_app = nginx(
+            "destination-app",
+            "destination-nginx.conf",
             "root /usr/share/nginx/html;",
             f"root {html};",
         )
-        destination_app = Nginx("destination-app", site, tmp_path_factory.mktemp("dst"))
-        started.append(destination_app.start(binary))
 
         config = loopback_sidecar_config(
             f"http://127.0.0.1:{destination_app.port}", dev_upstream.url, default_upstream.url
@@ -207,20 +196,16 @@ def pod(
         config_path = tmp_path_factory.mktemp("sidecar") / "config.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         # As in the Deployment: the config through SIDECAR_CONFIG.
-        sidecar = Sidecar(default_upstream.url, env={"SIDECAR_CONFIG": str(config_path)})
-        started.append(sidecar.start())
+        env = {"SIDECAR_CONFIG": str(config_path)}
+        sidecar = stack.enter_context(Sidecar(default_upstream.url, env=env))
 
-        site = replace_once(
-            (BASE / "enricher-nginx.conf").read_text(),
+        enricher = nginx(
+            "enricher",
+            "enricher-nginx.conf",
             "proxy_pass http://127.0.0.1:5000;",
             f"proxy_pass http://127.0.0.1:{sidecar.port};",
         )
-        enricher = Nginx("enricher", site, tmp_path_factory.mktemp("enricher"))
-        started.append(enricher.start(binary))
         yield Pod(enricher, sidecar, destination_app, config, (BASE / "index.html").read_bytes())
-    finally:
-        for process in reversed(started):
-            process.stop()
 
 
 # --- the flow

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from .processes import Sidecar, Upstream, free_port
+from sidecar_dispatcher.testing.loopback import free_port
+
+from ..bad_configs import bad_config
+from .processes import Sidecar, Upstream
 
 EXPLODING = Path(__file__).with_name("exploding_dispatcher.py")
 
@@ -15,8 +18,7 @@ EXPLODING = Path(__file__).with_name("exploding_dispatcher.py")
 def test_exception_in_dispatch_answers_502_and_reaches_no_upstream(
     config_file: Path, default_upstream: Upstream, dev_upstream: Upstream
 ) -> None:
-    process = Sidecar(default_upstream.url, config=config_file, script=EXPLODING).start()
-    try:
+    with Sidecar(default_upstream.url, config=config_file, script=EXPLODING) as process:
         # mitmdump exits when an ERROR is logged before its start-up has finished, which
         # lasts a little past the moment it listens: let it finish before the failure.
         assert process.request("GET", "/").status == 200
@@ -32,55 +34,33 @@ def test_exception_in_dispatch_answers_502_and_reaches_no_upstream(
         assert "dispatch failed for GET /" in logs
         assert "RuntimeError: routing exploded on purpose" in logs
         assert process.request("GET", "/", [("environment", "dev")]).json()["upstream"] == "dev"
-    finally:
-        process.stop()
 
 
-GOOD_HEAD = "key: environment\ndestination: http://127.0.0.1:9\n"
-
-BAD_CONFIGS = {
-    "broken-yaml": (
-        GOOD_HEAD + "rewrites:\n  dev:\n    patch:\n      - key: Host\n     val: x\n",
-        ":7:6: invalid YAML",
-    ),
-    "unknown-key": (
-        GOOD_HEAD + "rewrites:\n  dev:\n    destnation: http://a.test\n",
-        ":5:5: rewrites.dev.destnation: unknown key 'destnation', did you mean 'destination'?",
-    ),
-    "bad-destination": (
-        "key: environment\ndestination: example.org\n",
-        ":2:14: destination: expected an absolute http:// or https:// URL, got 'example.org'",
-    ),
-    "header-injection": (
-        GOOD_HEAD + 'rewrites:\n  dev:\n    patch:\n      - {key: X-A, val: "a\\r\\nX-B: 1"}\n',
-        ":6:25: rewrites.dev.patch[0].val: header value contains a carriage return (CR)",
-    ),
-    "missing-key": ("destination: http://a.test\n", ":1:1: key: missing required key 'key'"),
-    "bad-header-name": (
-        GOOD_HEAD + "rewrites:\n  dev:\n    patch:\n      - {key: Bad Name, val: x}\n",
-        ":6:15: rewrites.dev.patch[0].key: 'Bad Name' is not a valid header name",
-    ),
-    "null-value": (
-        GOOD_HEAD + "rewrites:\n  dev:\n    patch:\n      - key: X-A\n        val:\n",
-        ":7:13: rewrites.dev.patch[0].val: expected a header value",
-    ),
-    "empty": ("", ":1:1: config is empty"),
-}
+# From the catalogue of bad configs, one of each kind of problem: each starts four sidecars.
+REFUSED = (
+    "broken-yaml",
+    "unknown-rule-key",
+    "bad-destination-scheme",
+    "header-injection-crlf",
+    "missing-key",
+    "patch-key-not-a-header-name",
+    "null-value",
+    "empty",
+)
 
 
 @pytest.mark.parametrize("via", ["SIDECAR_CONFIG", "--set"])
-@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
-def test_bad_config_refuses_to_start(tmp_path: Path, case: str, via: str, engine: str) -> None:
-    text, expected = BAD_CONFIGS[case]
-    path = tmp_path / f"{case}.yaml"
-    path.write_text(text)
+@pytest.mark.parametrize("name", REFUSED)
+def test_bad_config_refuses_to_start(name: str, via: str, engine: str) -> None:
+    path = bad_config(name).path
     if via == "--set":
         process = Sidecar("http://127.0.0.1:9", config=path, engine=engine)
     else:
         process = Sidecar("http://127.0.0.1:9", env={"SIDECAR_CONFIG": str(path)}, engine=engine)
     assert process.run_to_exit() != 0
     logs = process.logs()
-    assert f"{path}{expected}" in logs, logs
+    for expected in bad_config(name).located():
+        assert expected in logs, logs
     assert "Invalid dispatcher config" in logs
 
 
@@ -95,13 +75,9 @@ def test_without_sidecar_config_it_reads_config_yaml_in_the_working_directory(
     engine: str,
 ) -> None:
     # The repository's own config.yaml: the sidecar starts from the repository root.
-    process = Sidecar(
-        f"http://127.0.0.1:{free_port()}", env={"SIDECAR_CONFIG": ""}, engine=engine
-    ).start()
-    try:
+    target = f"http://127.0.0.1:{free_port()}"
+    with Sidecar(target, env={"SIDECAR_CONFIG": ""}, engine=engine) as process:
         assert "dispatcher config config.yaml loaded" in process.logs()
-    finally:
-        process.stop()
 
 
 def test_non_utf8_config_refuses_to_start(tmp_path: Path, engine: str) -> None:

@@ -13,17 +13,21 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from .processes import ENGINES, Sidecar, Upstream, send
+from sidecar_dispatcher.testing.loopback import send
+
+from .processes import ENGINES, Sidecar, Upstream
 
 APPLY_WITHIN = 2.0
 
 
 def config_text(default: Upstream, dev: Upstream) -> str:
+    # One short rule rather than testing.configs' four: the slow writes below take a pause per line.
     return (
         f"key: environment\ndestination: {default.url}\n"
         f"rewrites:\n  dev:\n    patch:\n      - {{key: dispatched, val: true}}\n"
@@ -83,10 +87,9 @@ class SteadyClient:
 
 @pytest.fixture
 def upstreams() -> Iterator[dict[str, Upstream]]:
-    started = {name: Upstream(name).start() for name in ("default", "one", "two", "three", "four")}
-    yield started
-    for upstream in started.values():
-        upstream.stop()
+    with ExitStack() as stack:
+        names = ("default", "one", "two", "three", "four")
+        yield {name: stack.enter_context(Upstream(name)) for name in names}
 
 
 def configmap_layout(folder: Path, text: str, version: int) -> Path:
@@ -109,9 +112,8 @@ def test_every_kind_of_change_is_applied_and_bad_ones_are_not(
 ) -> None:
     default = upstreams["default"]
     path = configmap_layout(tmp_path, config_text(default, upstreams["one"]), 1)
-    sidecar = Sidecar(default.url, env={"SIDECAR_CONFIG": str(path)}, engine=engine).start()
     timings: dict[str, float] = {}
-    try:
+    with Sidecar(default.url, env={"SIDECAR_CONFIG": str(path)}, engine=engine) as sidecar:
         with SteadyClient(sidecar.port) as client:
             client.wait_for("one", since=time.monotonic() - 1)
 
@@ -167,19 +169,22 @@ def test_every_kind_of_change_is_applied_and_bad_ones_are_not(
         logs = sidecar.logs()
         assert f"{path}:2:1: destnation: unknown key 'destnation'" in logs
         assert "(inotify)" in logs
-    finally:
-        sidecar.stop()
     print(f"\nreload timings (s): {timings}; {len(client.answers)} requests, 0 failed")
 
 
-def test_partial_file_is_never_read_while_being_written(
-    tmp_path: Path, upstreams: dict[str, Upstream]
-) -> None:
-    default = upstreams["default"]
+@pytest.fixture
+def dev_to_one(tmp_path: Path, upstreams: dict[str, Upstream]) -> Path:
+    """A config file in a plain folder that sends dev to upstream one."""
     path = tmp_path / "config.yaml"
-    path.write_text(config_text(default, upstreams["one"]))
-    sidecar = Sidecar(default.url, config=path).start()
-    try:
+    path.write_text(config_text(upstreams["default"], upstreams["one"]))
+    return path
+
+
+def test_partial_file_is_never_read_while_being_written(
+    dev_to_one: Path, upstreams: dict[str, Upstream]
+) -> None:
+    default, path = upstreams["default"], dev_to_one
+    with Sidecar(default.url, config=path) as sidecar:
         # Truncated after the first two lines this file is valid and sends dev to the default:
         # if it were read half-written, requests would go to "default".
         with SteadyClient(sidecar.port) as client:
@@ -192,18 +197,13 @@ def test_partial_file_is_never_read_while_being_written(
             client.wait_for("two", time.monotonic())
         assert "default" not in {a.upstream for a in client.answers}
         assert sidecar.logs().count("reloaded (file changed)") == 1
-    finally:
-        sidecar.stop()
 
 
 def test_sighup_reloads_on_demand_even_without_watching(
-    tmp_path: Path, upstreams: dict[str, Upstream]
+    dev_to_one: Path, upstreams: dict[str, Upstream]
 ) -> None:
-    default = upstreams["default"]
-    path = tmp_path / "config.yaml"
-    path.write_text(config_text(default, upstreams["one"]))
-    sidecar = Sidecar(default.url, config=path, options=["dispatcher_watch=false"]).start()
-    try:
+    default, path = upstreams["default"], dev_to_one
+    with Sidecar(default.url, config=path, options=["dispatcher_watch=false"]) as sidecar:
         assert sidecar.request("GET", "/", [("environment", "dev")]).header("Upstream") == "one"
         path.write_text(config_text(default, upstreams["two"]))
         time.sleep(1.0)  # not watching: nothing changes by itself
@@ -212,5 +212,3 @@ def test_sighup_reloads_on_demand_even_without_watching(
         sidecar.process.send_signal(signal.SIGHUP)
         sidecar.wait_for_log("reloaded (SIGHUP)")
         assert sidecar.request("GET", "/", [("environment", "dev")]).header("Upstream") == "two"
-    finally:
-        sidecar.stop()

@@ -41,9 +41,8 @@ class PreferH2Context(ssl.SSLContext):
 @pytest.fixture(scope="module")
 def tls_sidecar(config_file: Path, default_upstream: Upstream) -> Iterator[Sidecar]:
     """The sidecar as in test_dispatch.py: nothing TLS-specific is configured."""
-    process = Sidecar(default_upstream.url, config=config_file).start()
-    yield process
-    process.stop()
+    with Sidecar(default_upstream.url, config=config_file) as process:
+        yield process
 
 
 def sidecar_ca(sidecar: Sidecar) -> Path:

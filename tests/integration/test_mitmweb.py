@@ -27,7 +27,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.wait import WebDriverWait
 
-from .processes import BIN, REPOSITORY, Sidecar, Upstream, free_port, wait_until_accepting
+from sidecar_dispatcher.testing.loopback import free_port, wait_until_accepting
+
+from .processes import BIN, REPOSITORY, Sidecar, Upstream
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -126,8 +128,7 @@ def mitmweb(
     command = [str(BIN / "mitmweb"), "--web-host", "127.0.0.1", "--web-port", str(web_port)]
     options = ["web_open_browser=false", f"web_password={PASSWORD}"]
     sidecar = Sidecar(default_upstream.url, config=config_file, options=options, command=command)
-    sidecar.start()
-    try:
+    with sidecar:
         assert sidecar.process is not None
         wait_until_accepting(web_port, sidecar.process, "mitmweb's web UI")
         for sent in REQUESTS:
@@ -135,8 +136,6 @@ def mitmweb(
             assert response.status == 200, response.body
             assert response.json()["upstream"] == ("dev" if sent.rule == "dev" else "default")
         yield MitmWeb(sidecar, f"http://127.0.0.1:{web_port}/")
-    finally:
-        sidecar.stop()
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,16 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
-from .processes import BIN, Sidecar, Upstream
+from sidecar_dispatcher.testing.loopback import Response, send
+
+from .processes import BIN, LoopbackServer, Sidecar, Upstream
 
 
 def children_of(pid: int) -> list[int]:
@@ -49,9 +53,8 @@ def wait_for_workers(parent: int, count: int, timeout: float = 30.0) -> list[int
 def workers(config_file: Path, default_upstream: Upstream) -> Iterator[Sidecar]:
     sidecar = Sidecar(default_upstream.url, config=config_file, engine="runner")
     sidecar.arguments += ["--workers", "2"]
-    sidecar.start()
-    yield sidecar
-    sidecar.stop()
+    with sidecar:
+        yield sidecar
 
 
 def test_two_workers_share_the_port_and_both_take_connections(workers: Sidecar) -> None:
@@ -114,34 +117,29 @@ class _Slow(BaseHTTPRequestHandler):
         pass
 
 
+@dataclass
+class SlowUpstream(LoopbackServer):
+    """Answers `done` to every GET, 1.5 s after it arrives."""
+
+    handler_base: ClassVar[type[BaseHTTPRequestHandler]] = _Slow
+
+
 def test_sigterm_lets_requests_in_flight_finish(tmp_path: Path) -> None:
-    slow = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
-    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    answers: list[Response] = []
     config = tmp_path / "config.yaml"
-    config.write_text(f"key: environment\ndestination: http://127.0.0.1:{slow.server_port}\n")
-    sidecar = Sidecar("unused", config=config, engine="runner").start()
-    answers: list[tuple[int, bytes]] = []
-
-    def request() -> None:
-        client = http.client.HTTPConnection("127.0.0.1", sidecar.port, timeout=10)
-        client.request("GET", "/slow")
-        response = client.getresponse()
-        answers.append((response.status, response.read()))
-        client.close()
-
-    try:
-        in_flight = threading.Thread(target=request)
-        in_flight.start()
-        time.sleep(0.5)  # the request is at the slow upstream
-        assert sidecar.process is not None
-        sidecar.process.send_signal(signal.SIGTERM)
-        in_flight.join(10)
-        assert answers == [(200, b"done")]
-        assert sidecar.process.wait(10) == 0
-    finally:
-        sidecar.stop()
-        slow.shutdown()
-        slow.server_close()
+    with SlowUpstream("slow") as slow:
+        config.write_text(f"key: environment\ndestination: {slow.url}\n")
+        with Sidecar("unused", config=config, engine="runner") as sidecar:
+            in_flight = threading.Thread(
+                target=lambda: answers.append(send(sidecar.port, "GET", "/slow", timeout=10))
+            )
+            in_flight.start()
+            time.sleep(0.5)  # the request is at the slow upstream
+            assert sidecar.process is not None
+            sidecar.process.send_signal(signal.SIGTERM)
+            in_flight.join(10)
+            assert [(answer.status, answer.body) for answer in answers] == [(200, b"done")]
+            assert sidecar.process.wait(10) == 0
 
 
 def test_options_of_addons_it_does_not_load_are_refused(config_file: Path) -> None:

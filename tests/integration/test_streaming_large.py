@@ -12,12 +12,17 @@ import hashlib
 import http.client
 import json
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sidecar_dispatcher.testing.configs import DISPATCHED, Rewrite, config_text
+from sidecar_dispatcher.testing.loopback import HeaderFields
+
+from .conftest import SaveConfig
 from .processes import Sidecar
 from .protocol_servers import (
     CHUNK_SIZE,
@@ -38,7 +43,7 @@ DOWNLOAD_SEED = 9
 
 
 @dataclass(frozen=True)
-class Measured:
+class Measured(HeaderFields):
     """One transfer as the client saw it, and what it cost the sidecar."""
 
     status: int
@@ -54,9 +59,6 @@ class Measured:
         data: dict[str, Any] = json.loads(self.body)
         return data
 
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
-
     def summary(self, what: str) -> str:
         return (
             f"{what}: {self.length / 2**30:.2f} GiB in {self.seconds:.1f} s "
@@ -68,36 +70,26 @@ class Measured:
 
 @pytest.fixture(scope="module")
 def default_bulk() -> Iterator[StreamingUpstream]:
-    upstream = StreamingUpstream("default").start()
-    yield upstream
-    upstream.stop()
+    with StreamingUpstream("default") as upstream:
+        yield upstream
 
 
 @pytest.fixture(scope="module")
 def bulk() -> Iterator[StreamingUpstream]:
-    upstream = StreamingUpstream("bulk").start()
-    yield upstream
-    upstream.stop()
+    with StreamingUpstream("bulk") as upstream:
+        yield upstream
 
 
 @pytest.fixture(scope="module")
 def bulk_config(
-    tmp_path_factory: pytest.TempPathFactory,
-    default_bulk: StreamingUpstream,
-    bulk: StreamingUpstream,
+    save_config: SaveConfig, default_bulk: StreamingUpstream, bulk: StreamingUpstream
 ) -> Path:
-    path = tmp_path_factory.mktemp("bulk-config") / "sidecar.yaml"
-    path.write_text(f"""
-key: environment
-destination: {default_bulk.url}
-rewrites:
-  bulk:
-    patch:
-      - {{key: Host, val: bulk.example.com}}
-      - {{key: dispatched, val: true}}
-    destination: {bulk.url}/store
-""")
-    return path
+    bulk_rule = Rewrite((("Host", "bulk.example.com"), DISPATCHED), f"{bulk.url}/store")
+    return save_config(config_text(default_bulk.url, {"bulk": bulk_rule}))
+
+
+def connect(sidecar: Sidecar) -> closing[http.client.HTTPConnection]:
+    return closing(http.client.HTTPConnection("127.0.0.1", sidecar.port, timeout=SOCKET_TIMEOUT))
 
 
 def measure_upload(sidecar: Sidecar, framing: str) -> Measured:
@@ -116,14 +108,14 @@ def measure_upload(sidecar: Sidecar, framing: str) -> Measured:
     headers = {"environment": "bulk"}
     if framing == "content-length":  # without it, http.client frames an iterable as chunked
         headers["Content-Length"] = str(SIZE)
-    connection = http.client.HTTPConnection("127.0.0.1", sidecar.port, timeout=SOCKET_TIMEOUT)
-    try:
-        with MemorySampler(sidecar.process.pid) as memory, Stopwatch() as watch:
-            connection.request("POST", "/upload", body=body(), headers=headers)
-            response = connection.getresponse()
-            answer = response.read()
-    finally:
-        connection.close()
+    with (
+        connect(sidecar) as connection,
+        MemorySampler(sidecar.process.pid) as memory,
+        Stopwatch() as watch,
+    ):
+        connection.request("POST", "/upload", body=body(), headers=headers)
+        response = connection.getresponse()
+        answer = response.read()
     return Measured(
         response.status,
         response.getheaders(),
@@ -143,17 +135,17 @@ def measure_download(sidecar: Sidecar) -> Measured:
     received = 0
     buffer = bytearray(CHUNK_SIZE)
     view = memoryview(buffer)
-    connection = http.client.HTTPConnection("127.0.0.1", sidecar.port, timeout=SOCKET_TIMEOUT)
-    try:
-        with MemorySampler(sidecar.process.pid) as memory, Stopwatch() as watch:
-            path = f"/download/{SIZE}?seed={DOWNLOAD_SEED}"
-            connection.request("GET", path, headers={"environment": "bulk"})
-            response = connection.getresponse()
-            while count := response.readinto(buffer):
-                digest.update(view[:count])
-                received += count
-    finally:
-        connection.close()
+    with (
+        connect(sidecar) as connection,
+        MemorySampler(sidecar.process.pid) as memory,
+        Stopwatch() as watch,
+    ):
+        path = f"/download/{SIZE}?seed={DOWNLOAD_SEED}"
+        connection.request("GET", path, headers={"environment": "bulk"})
+        response = connection.getresponse()
+        while count := response.readinto(buffer):
+            digest.update(view[:count])
+            received += count
     return Measured(
         response.status,
         response.getheaders(),
@@ -166,26 +158,25 @@ def measure_download(sidecar: Sidecar) -> Measured:
     )
 
 
+def streaming_sidecar(config: Path, default: StreamingUpstream) -> Sidecar:
+    """A fresh sidecar for each transfer, so that its peak RSS is that transfer's."""
+    return Sidecar(default.url, config=config, options=["stream_large_bodies=1m"])
+
+
 @pytest.fixture(scope="module", params=sorted(UPLOAD_SEEDS))
 def uploaded(
     request: pytest.FixtureRequest, bulk_config: Path, default_bulk: StreamingUpstream
 ) -> Iterator[Measured]:
-    sidecar = Sidecar(default_bulk.url, config=bulk_config, options=["stream_large_bodies=1m"])
-    try:
-        measured = measure_upload(sidecar.start(), request.param)
-    finally:
-        sidecar.stop()
+    with streaming_sidecar(bulk_config, default_bulk) as sidecar:
+        measured = measure_upload(sidecar, request.param)
     print(f"\n{measured.summary(f'upload ({request.param})')}")
     yield measured
 
 
 @pytest.fixture(scope="module")
 def downloaded(bulk_config: Path, default_bulk: StreamingUpstream) -> Iterator[Measured]:
-    sidecar = Sidecar(default_bulk.url, config=bulk_config, options=["stream_large_bodies=1m"])
-    try:
-        measured = measure_download(sidecar.start())
-    finally:
-        sidecar.stop()
+    with streaming_sidecar(bulk_config, default_bulk) as sidecar:
+        measured = measure_download(sidecar)
     print(f"\n{measured.summary('download')}")
     yield measured
 

@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 import trustme
 
+from sidecar_dispatcher.testing.configs import DISPATCHED, HOST, Rewrite, config_text
+
+from .conftest import SaveConfig
 from .processes import Sidecar, Upstream
-from .protocol_servers import https_upstream, https_url
+from .protocol_servers import HttpsUpstream, https_url
 
 UNKNOWN_CA = b"Certificate verify failed: unable to get local issuer certificate"
 
@@ -34,66 +37,50 @@ def ca_pem(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def secure_upstream(ca: trustme.CA) -> Iterator[Upstream]:
-    upstream = https_upstream("secure", ca.issue_cert("localhost", "127.0.0.1"))
-    yield upstream
-    upstream.stop()
+    certificate = ca.issue_cert("localhost", "127.0.0.1")
+    with HttpsUpstream("secure", certificate=certificate) as upstream:
+        yield upstream
 
 
 @pytest.fixture(scope="module")
 def misnamed_upstream(ca: trustme.CA) -> Iterator[Upstream]:
     """Trusted CA, but a certificate for example.com: the name the rule patches into Host."""
-    upstream = https_upstream("misnamed", ca.issue_cert("example.com"))
-    yield upstream
-    upstream.stop()
+    with HttpsUpstream("misnamed", certificate=ca.issue_cert("example.com")) as upstream:
+        yield upstream
 
 
 @pytest.fixture(scope="module")
 def tls_config(
-    tmp_path_factory: pytest.TempPathFactory,
+    save_config: SaveConfig,
     default_upstream: Upstream,
     dev_upstream: Upstream,
     secure_upstream: Upstream,
     misnamed_upstream: Upstream,
 ) -> Path:
-    path = tmp_path_factory.mktemp("tls-config") / "sidecar.yaml"
-    path.write_text(f"""
-key: environment
-destination: {default_upstream.url}
-rewrites:
-  secure:
-    patch:
-      - {{key: Host, val: example.com}}
-      - {{key: dispatched, val: true}}
-    destination: {https_url(secure_upstream)}/base
-  secure-ip:
-    destination: {https_url(secure_upstream, "127.0.0.1")}
-  misnamed:
-    patch:
-      - {{key: Host, val: example.com}}
-    destination: {https_url(misnamed_upstream)}
-  dev:
-    patch:
-      - {{key: dispatched, val: true}}
-    destination: {dev_upstream.url}
-""")
-    return path
+    rewrites = {
+        "secure": Rewrite((HOST, DISPATCHED), f"{https_url(secure_upstream)}/base"),
+        "secure-ip": Rewrite((), https_url(secure_upstream, "127.0.0.1")),
+        "misnamed": Rewrite((HOST,), https_url(misnamed_upstream)),
+        "dev": Rewrite((DISPATCHED,), dev_upstream.url),
+    }
+    return save_config(config_text(default_upstream.url, rewrites))
 
 
 @pytest.fixture(scope="module")
 def trusting_sidecar(
     tls_config: Path, ca_pem: Path, default_upstream: Upstream
 ) -> Iterator[Sidecar]:
+    """Trusts the test CA, and only it, through ssl_verify_upstream_trusted_ca."""
     options = [f"ssl_verify_upstream_trusted_ca={ca_pem}"]
-    process = Sidecar(default_upstream.url, config=tls_config, options=options).start()
-    yield process
-    process.stop()
+    with Sidecar(default_upstream.url, config=tls_config, options=options) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
 def untrusting_sidecar(tls_config: Path, default_upstream: Upstream) -> Iterator[Sidecar]:
-    process = Sidecar(default_upstream.url, config=tls_config).start()
-    yield process
-    process.stop()
+    """Trusts certifi's bundle, as without the option: not the test CA."""
+    with Sidecar(default_upstream.url, config=tls_config) as process:
+        yield process
 
 
 def test_destination_signed_by_the_given_ca_is_verified_and_served(

@@ -11,42 +11,32 @@ from collections.abc import Iterator
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from sidecar_dispatcher.testing.configs import dispatch_config
+
+from .conftest import SaveConfig
 from .processes import Sidecar, binary_payload
 from .protocol_servers import WebSocketEcho
 
 
 @pytest.fixture(scope="module")
 def default_ws() -> Iterator[WebSocketEcho]:
-    server = WebSocketEcho("default").start()
-    yield server
-    server.stop()
+    with WebSocketEcho("default") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def dev_ws() -> Iterator[WebSocketEcho]:
-    server = WebSocketEcho("dev").start()
-    yield server
-    server.stop()
+    with WebSocketEcho("dev") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def ws_sidecar(
-    tmp_path_factory: pytest.TempPathFactory, default_ws: WebSocketEcho, dev_ws: WebSocketEcho
+    save_config: SaveConfig, default_ws: WebSocketEcho, dev_ws: WebSocketEcho
 ) -> Iterator[Sidecar]:
-    config = tmp_path_factory.mktemp("ws-config") / "sidecar.yaml"
-    config.write_text(f"""
-key: environment
-destination: {default_ws.url}
-rewrites:
-  dev:
-    patch:
-      - {{key: Host, val: example.com}}
-      - {{key: dispatched, val: true}}
-    destination: {dev_ws.url}/base
-""")
-    process = Sidecar(default_ws.url, config=config).start()
-    yield process
-    process.stop()
+    config = save_config(dispatch_config(default_ws.url, dev=f"{dev_ws.url}/base"))
+    with Sidecar(default_ws.url, config=config) as process:
+        yield process
 
 
 def open_socket(sidecar: Sidecar, path: str, headers: dict[str, str]) -> ClientConnection:
