@@ -123,7 +123,13 @@ def launch(
     common = ["--set", "listen_host=127.0.0.1", "--set", f"confdir={own / 'confdir'}"]
     for option in peer.options:
         common += ["--set", option]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SIDECAR_CONFIG": str(config), **peer.env}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "SIDECAR_CONFIG": str(config),
+        "SIDECAR_ADMIN": "",  # peers run side by side: no two on the default admin port
+        **peer.env,
+    }
     if peer.kind == "runner":
         argv = [str(BIN / "sidecar-dispatcher"), "run", *common]
         if peer.workers > 1:

@@ -3,13 +3,19 @@ from __future__ import annotations
 import contextlib
 import io
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from mitmproxy import hooks
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.test import taddons
 
+from sidecar_dispatcher import Dispatcher
 from sidecar_dispatcher.cli import main
+
+from . import flows
 
 WriteConfig = Callable[[str], Path]
 
@@ -52,3 +58,23 @@ def write_config(tmp_path: Path) -> WriteConfig:
         return path
 
     return write
+
+
+# --- the dispatcher in mitmproxy's test harness (tests/flows.py)
+
+
+@pytest.fixture
+def config_path(write_config: WriteConfig) -> Path:
+    """The shared seed-shaped config with fake hosts, as a file."""
+    return write_config(flows.CONFIG)
+
+
+@pytest.fixture
+def harness(config_path: Path) -> Iterator[flows.Harness]:
+    """A Dispatcher configured with `config_path`, in mitmproxy's test harness."""
+    dispatcher = Dispatcher()
+    with taddons.context(Proxyserver(), dispatcher) as tctx:
+        tctx.configure(dispatcher, dispatcher_config=str(config_path))
+        harness = flows.Harness(tctx, dispatcher)
+        yield harness
+        harness.hook(hooks.DoneHook())  # releases what the addons hold (the admin socket)

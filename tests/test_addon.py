@@ -12,80 +12,24 @@ import pytest
 from mitmproxy import exceptions, hooks, http
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.addons.termlog import TermLog
-from mitmproxy.proxy.layers.http import (  # type: ignore[attr-defined]  # not in its __all__
-    HttpErrorHook,
-    HttpRequestHeadersHook,
-)
 from mitmproxy.test import taddons, tflow
 
 from sidecar_dispatcher import Dispatcher
 from sidecar_dispatcher.router import DISPATCHED_MARKER
 from sidecar_dispatcher.startup import MITMWEB_DEFAULT_COLUMNS
-from sidecar_dispatcher.testing.configs import dispatch_config
 
 from .conftest import WriteConfig
-
-CONFIG = dispatch_config(
-    "http://default.test:8081", dev="http://dev.test:8082/base", token="https://secure.test"
+from .flows import (
+    CONFIG,
+    Harness,
+    HttpErrorHook,
+    HttpRequestHeadersHook,
+    HttpResponseHook,
+    answer,
+    body,
+    invoke,
+    make_flow,
 )
-
-
-@pytest.fixture
-def config_path(write_config: WriteConfig) -> Path:
-    return write_config(CONFIG)
-
-
-def make_flow(
-    *headers: tuple[str, str],
-    path: str = "/x?q=1",
-    http2: bool = False,
-    host: str = "reverse.target:8081",
-) -> http.HTTPFlow:
-    """A request as mitmproxy hands it to requestheaders in reverse mode."""
-    flow = tflow.tflow()
-    request = flow.request
-    request.host, request.port = "reverse.target", 8081
-    if http2:
-        request.http_version = "HTTP/2.0"
-        request.authority = host
-    else:
-        request.headers["Host"] = host
-    request.path = path
-    for name, value in headers:
-        request.headers.add(name, value)
-    return flow
-
-
-def body(flow: http.HTTPFlow) -> bytes:
-    assert flow.response is not None
-    return flow.response.content or b""
-
-
-def invoke(tctx: taddons.context, addon: object, hook: hooks.Hook) -> None:
-    """Send one hook to the addon and the parts it holds, as mitmproxy does."""
-    tctx.master.addons.invoke_addon_sync(addon, hook)
-
-
-class Harness:
-    def __init__(self, tctx: taddons.context, dispatcher: Dispatcher) -> None:
-        self.tctx = tctx
-        self.dispatcher = dispatcher
-
-    def dispatch(self, flow: http.HTTPFlow) -> http.HTTPFlow:
-        invoke(self.tctx, self.dispatcher, HttpRequestHeadersHook(flow))
-        return flow
-
-    def hook(self, hook: hooks.Hook) -> None:
-        invoke(self.tctx, self.dispatcher, hook)
-
-
-@pytest.fixture
-def harness(config_path: Path) -> object:
-    dispatcher = Dispatcher()
-    with taddons.context(Proxyserver(), dispatcher) as tctx:
-        tctx.configure(dispatcher, dispatcher_config=str(config_path))
-        yield Harness(tctx, dispatcher)
-
 
 # --- configuration
 
@@ -320,15 +264,17 @@ def test_flows_already_answered_or_replayed_are_left_alone(harness: Harness) -> 
 # --- logging
 
 
-def test_one_info_line_per_request_without_header_values(
+def test_one_info_line_per_request_when_it_completes_without_header_values(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="sidecar_dispatcher"):
-        harness.dispatch(make_flow(("environment", "token")))
+        flow = harness.dispatch(make_flow(("environment", "token")))
+        assert not [r for r in caplog.records if r.levelno == logging.INFO]  # not yet
+        harness.hook(HttpResponseHook(answer(flow)))
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert lines == [
         "token → https://secure.test (environment: token) GET /x "
-        "patched=[Host, X-Forwarded-For, Authorization, X-Twice, x-twice]"
+        "patched=[Host, X-Forwarded-For, Authorization, X-Twice, x-twice] 200 12.5ms"
     ]
     assert "s3cret" not in caplog.text
 

@@ -5,12 +5,18 @@
 
 mitmproxy walks an addon's `addons` list for every hook (as it does for a script's), so each
 part handles only its own hooks, in this order: `StartupPolicy` (logging, trust, other addons'
-options), `LiveConfig` (the config file and the rules in force), `Router` (each request).
+options), `LiveConfig` (the config file and the rules in force), `Router` (each request), then
+what observes finished requests and the sidecar's state: `RequestMetrics`, `AccessLog` and
+`AdminEndpoint` (/metrics, /healthz, /readyz).
 """
 
 from __future__ import annotations
 
+from .access_log import AccessLog
+from .admin import Readiness
+from .admin_endpoint import AdminEndpoint
 from .live_config import LiveConfig
+from .request_metrics import RequestMetrics
 from .router import Router
 from .rules import RuleSet
 from .startup import StartupPolicy
@@ -20,11 +26,20 @@ class Dispatcher:
     """Send each request to the destination its key header selects, patching its headers."""
 
     def __init__(self) -> None:
-        self.config = LiveConfig()
+        self.readiness = Readiness()
+        self.metrics = RequestMetrics(self.readiness)
+        self.config = LiveConfig(listeners=[self.metrics])
         self.router = Router(self.config)
         # Order matters: the log level is set before the config is read, and the rules are
         # in place before the router sees a request.
-        self.addons = [StartupPolicy(), self.config, self.router]
+        self.addons = [
+            StartupPolicy(),
+            self.config,
+            self.router,
+            self.metrics,
+            AccessLog(),
+            AdminEndpoint(self.metrics.metrics, self.readiness),
+        ]
 
     @property
     def rules(self) -> RuleSet | None:

@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Sequence
+from typing import Protocol
 
 from mitmproxy import command, ctx, exceptions
 from mitmproxy.addonmanager import Loader
@@ -31,12 +33,21 @@ CONFIG_OPTION = "dispatcher_config"
 WATCH_OPTION = "dispatcher_watch"
 
 
+class ConfigListener(Protocol):
+    """Told of every config read: applied (the new rules are in force) or rejected."""
+
+    def config_applied(self, rule_set: RuleSet) -> None: ...
+
+    def config_rejected(self) -> None: ...
+
+
 class LiveConfig:
     """Owns the config file, its watcher and the `RuleSet` read from it."""
 
     name = "dispatcher-config"
 
-    def __init__(self) -> None:
+    def __init__(self, listeners: Sequence[ConfigListener] = ()) -> None:
+        self.listeners = tuple(listeners)
         self.rules: RuleSet | None = None
         self.file: ConfigFile | None = None
         self.watcher: FileWatcher | None = None
@@ -104,6 +115,7 @@ class LiveConfig:
             logger.error(
                 "%s: config file %s is missing; still serving the last good config", reason, path
             )
+            self._tell_rejected()
             return
         except ConfigError as e:
             logger.error(
@@ -112,11 +124,13 @@ class LiveConfig:
                 path,
                 e,
             )
+            self._tell_rejected()
             return
         if rules is None:
             return
         self.rules = rules  # one assignment: requests already dispatched keep their decision
         logger.info("dispatcher config %s reloaded (%s): %s", path, reason, rules.summary())
+        self._tell_applied(rules)
 
     def _read_or_refuse(self, path: str) -> None:
         """Read `path` as the config now; OptionsError naming file:line:col when invalid."""
@@ -124,9 +138,19 @@ class LiveConfig:
         try:
             rules = config_file.load()
         except ConfigError as e:
+            self._tell_rejected()
             raise exceptions.OptionsError(f"Invalid dispatcher config:\n{e}") from None
         self.rules, self.file = rules, config_file
         logger.info("dispatcher config %s loaded: %s", path, rules.summary())
+        self._tell_applied(rules)
+
+    def _tell_applied(self, rule_set: RuleSet) -> None:
+        for listener in self.listeners:
+            listener.config_applied(rule_set)
+
+    def _tell_rejected(self) -> None:
+        for listener in self.listeners:
+            listener.config_rejected()
 
     def _restart_watcher(self) -> None:
         if self.watcher:

@@ -15,11 +15,10 @@ import traceback
 from mitmproxy import ctx, http
 
 from .live_config import LiveConfig
-from .routing import AmbiguousRequest, Decision, label_for, resolve
+from .routing import METADATA_KEY, AmbiguousRequest, Decision, label_for, resolve
 
 logger = logging.getLogger(__name__)
 
-METADATA_KEY = "dispatcher"
 DISPATCHED_MARKER = ":twisted_rightwards_arrows:"  # 🔀 in mitmweb's flow list
 
 
@@ -103,22 +102,14 @@ def apply_decision(request: http.Request, decision: Decision, *, keep_host: bool
 
 
 def record(flow: http.HTTPFlow, decision: Decision) -> None:
-    """Keep the decision with the flow (metadata, mitmweb comment and marker) and log it."""
+    """Keep the decision with the flow (metadata, mitmweb comment and marker).
+
+    The access log writes the request's line when it completes; DEBUG shows the values set.
+    """
     flow.metadata[METADATA_KEY] = decision.as_metadata()
     flow.comment = decision.describe()
     if decision.dispatched:
         flow.marked = DISPATCHED_MARKER
-    if not logger.isEnabledFor(logging.INFO):  # SIDECAR_LOGGING_LEVEL=WARNING: skip the work
-        return
-    logger.info(
-        "%s → %s (%s) %s %s patched=[%s]",
-        decision.label,
-        decision.destination,
-        decision.reason,
-        flow.request.method,
-        flow.request.path.partition("?")[0],
-        ", ".join(decision.patched_names),
-    )
     if logger.isEnabledFor(logging.DEBUG):
         for header in decision.headers:
             logger.debug("%s → set %s: %s", decision.label, header.name, header.value)

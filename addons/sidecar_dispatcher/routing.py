@@ -17,6 +17,7 @@ from .rules import Destination, HeaderPatch, RuleSet
 FORWARDED_FOR = "X-Forwarded-For"
 
 
+METADATA_KEY = "dispatcher"  # flow.metadata[METADATA_KEY] holds Decision.as_metadata()
 DEFAULT_LABEL = "default"  # how the default destination is named in logs, comments, metrics
 
 

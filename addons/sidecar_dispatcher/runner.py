@@ -95,11 +95,13 @@ async def serve(set_options: Sequence[str], *, reuse_port: bool) -> int:
         return 1
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []  # keeps the task referenced until it is done
+    dispatcher: Dispatcher = lean.addons.get("dispatcher")
 
     def stop_gracefully() -> None:
         if stopping:  # a second signal: stop now
             lean.shutdown()
         else:
+            dispatcher.readiness.update(draining=True)  # /readyz: 503 from this moment
             stopping.append(loop.create_task(drain_then_stop(lean)))
 
     for number in (signal.SIGINT, signal.SIGTERM):

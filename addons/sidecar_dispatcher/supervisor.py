@@ -11,16 +11,22 @@ kernel spreads connections over them.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
+from .admin import AdminAddressError, AdminServer, AdminStatus, bind_admin_socket
 from .config import ConfigError, default_config_path, load_config
 
 DEFAULT_PORT = 5000
+DEFAULT_ADMIN = "127.0.0.1:9901"
+ADMIN_OPTION = "dispatcher_admin"
 SHUTDOWN_GRACE = 5.0  # seconds open connections get to finish on SIGTERM, as in the Go version
 
 
@@ -29,6 +35,14 @@ def listen_port() -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise ValueError(f"SIDECAR_PORT={text!r} is not a port number (1-65535)")
     return int(text)
+
+
+def admin_address(arguments: Sequence[str]) -> str:
+    """`--set dispatcher_admin=…` if given, else $SIDECAR_ADMIN, else 127.0.0.1:9901; "" is off."""
+    explicit = [a.partition("=")[2] for a in arguments if a.startswith(f"{ADMIN_OPTION}=")]
+    if explicit:
+        return explicit[-1].strip()
+    return os.environ.get("SIDECAR_ADMIN", DEFAULT_ADMIN).strip()
 
 
 def reverse_mode(config_path: str, port: int) -> str:
@@ -57,13 +71,20 @@ def run(arguments: Sequence[str], workers: int, reuse_port: bool) -> int:
     except ValueError as e:
         print(f"sidecar-dispatcher: {e}", file=sys.stderr)
         return 1
+    admin = admin_address(arguments)
     if workers > 1:
-        return supervise(arguments, workers)
+        return supervise(arguments, workers, admin)
     if not sys.flags.optimize and os.environ.get("SIDECAR_PYTHON_OPTIMIZE", "1") != "0":
         reexec_optimized()
     from .runner import serve_until_stopped  # noqa: PLC0415 - only a serving process needs it
 
-    return serve_until_stopped([f"mode={mode}", *arguments], reuse_port=reuse_port)
+    options = [f"mode={mode}", *without_admin(arguments), f"{ADMIN_OPTION}={admin}"]
+    return serve_until_stopped(options, reuse_port=reuse_port)
+
+
+def without_admin(arguments: Sequence[str]) -> list[str]:
+    """The options without `dispatcher_admin`, which mitmproxy takes once (see admin_address)."""
+    return [a for a in arguments if not a.startswith(f"{ADMIN_OPTION}=")]
 
 
 def reexec_optimized() -> None:
@@ -78,15 +99,40 @@ def reexec_optimized() -> None:
     os.execv(sys.executable, [sys.executable, "-O", "-m", "sidecar_dispatcher", *sys.argv[1:]])
 
 
-def supervise(arguments: Sequence[str], workers: int) -> int:
-    """Start `workers` processes on one port; stop them all when one stops or on a signal."""
+def supervise(arguments: Sequence[str], workers: int, admin: str) -> int:
+    """Start `workers` processes on one port; stop them all when one stops or on a signal.
+
+    The supervisor serves the admin listener itself: /metrics sums the workers' metrics, which
+    each writes to a shared folder (prometheus-client's multiprocess mode), and /readyz is ready
+    while every worker is and no stop signal has come.
+    """
+    try:
+        admin_socket = bind_admin_socket(admin) if admin else None
+    except AdminAddressError as e:
+        print(f"sidecar-dispatcher: {e}", file=sys.stderr)
+        return 1
+    metrics_directory = tempfile.mkdtemp(prefix="sidecar-metrics-")
+    try:
+        return _supervise(arguments, workers, admin_socket, metrics_directory)
+    finally:
+        shutil.rmtree(metrics_directory, ignore_errors=True)
+
+
+def _supervise(
+    arguments: Sequence[str], workers: int, admin_socket: object, metrics_directory: str
+) -> int:
     command = [sys.executable, "-m", "sidecar_dispatcher", "run", "--reuse-port"]
     if os.environ.get("SIDECAR_PYTHON_OPTIMIZE", "1") != "0":
         command.insert(1, "-O")  # see reexec_optimized
-    for argument in arguments:
+    for argument in [*without_admin(arguments), f"{ADMIN_OPTION}="]:  # served by the supervisor
         command += ["--set", argument]
-    children = [subprocess.Popen(command, stdin=subprocess.DEVNULL) for _ in range(workers)]
+    environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_directory}
+    children = [
+        subprocess.Popen(command, stdin=subprocess.DEVNULL, env=environment) for _ in range(workers)
+    ]
     stopping = False
+    if admin_socket is not None:
+        serve_admin(admin_socket, children, metrics_directory, lambda: stopping)
 
     def forward(number: int, _frame: FrameType | None) -> None:
         nonlocal stopping
@@ -102,6 +148,7 @@ def supervise(arguments: Sequence[str], workers: int) -> int:
     while all(child.poll() is None for child in children):
         time.sleep(0.2)
     if not stopping:  # a worker died by itself: take the others down, report its status
+        stopping = True  # /readyz: 503 from now on
         code = next(c.returncode for c in children if c.returncode is not None) or 1
         print(f"sidecar-dispatcher: a worker exited with {code}; stopping all", file=sys.stderr)
     for child in children:
@@ -115,3 +162,36 @@ def supervise(arguments: Sequence[str], workers: int) -> int:
             child.kill()
             child.wait()
     return code
+
+
+def serve_admin(
+    admin_socket: object,
+    children: Sequence[subprocess.Popen[bytes]],
+    metrics_directory: str,
+    stopping: Callable[[], bool],
+) -> None:
+    """The admin listener of a supervisor, from a thread: the workers' sum, their readiness."""
+    from . import metrics  # noqa: PLC0415 - prometheus-client only where metrics are served
+
+    def ready() -> bool:
+        alive = [child for child in children if child.poll() is None]
+        for child in children:
+            if child.poll() is not None:  # its "live" gauges must not count any more
+                mark_dead(child.pid, metrics_directory)
+        if stopping() or len(alive) < len(children):
+            return False
+        return metrics.multiprocess_ready_workers(metrics_directory) == len(children)
+
+    status = AdminStatus(
+        metrics=lambda: metrics.multiprocess_exposition(metrics_directory, len(children)),
+        ready=ready,
+        healthy=lambda: all(child.poll() is None for child in children),
+    )
+    assert isinstance(admin_socket, socket.socket)
+    AdminServer(admin_socket, status).start_in_thread()
+
+
+def mark_dead(pid: int, metrics_directory: str) -> None:
+    from prometheus_client import multiprocess  # noqa: PLC0415
+
+    multiprocess.mark_process_dead(pid, metrics_directory)

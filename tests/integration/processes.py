@@ -95,6 +95,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
 
     /status/<code>  answers <code> with extra headers and two Set-Cookie lines
     /bytes/<n>      answers n deterministic binary bytes
+    /delay/<s>      answers as usual after s seconds (a slow destination)
     """
 
     protocol_version = "HTTP/1.1"
@@ -107,6 +108,8 @@ class _EchoHandler(BaseHTTPRequestHandler):
             body = self._read_chunked()
         received = Received(self.command, self.path, list(self.headers.items()), body)
         self.upstream.received.append(received)
+        if match := re.search(r"/delay/([0-9.]+)$", self.path.partition("?")[0]):
+            time.sleep(float(match.group(1)))
         status, extra, payload = 200, [("Content-Type", "application/json")], b""
         if match := re.search(r"/status/(\d+)$", self.path.partition("?")[0]):
             status = int(match.group(1))
@@ -210,6 +213,9 @@ class Sidecar(Started):
     engine "runner": `sidecar-dispatcher run` with SIDECAR_PORT (it derives its reverse-mode
     target from the config's default destination, so `reverse_target` is not used).
     `with Sidecar(...) as sidecar:` starts it and always stops it (fixtures yield inside).
+    With `admin=True` its admin listener (/metrics, /healthz, /readyz) is on a free loopback
+    port, `admin_port`; otherwise it has none (the runner's default 127.0.0.1:9901 would clash
+    between sidecars that run at the same time).
     """
 
     def __init__(
@@ -222,19 +228,24 @@ class Sidecar(Started):
         command: Sequence[str] | None = None,
         script: Path = SCRIPT,
         engine: str = "mitmdump",
+        admin: bool = False,
     ) -> None:
         self.port = free_port()
+        self.admin_port = free_port() if admin else None
         self.workdir = tempfile.mkdtemp(prefix="sidecar-test-")
         weakref.finalize(self, shutil.rmtree, self.workdir, True)  # holds a CA private key
         self.confdir = os.path.join(self.workdir, "confdir")
         self.log_path = Path(self.workdir) / "sidecar.log"
-        extra_env = {"PYTHONUNBUFFERED": "1"}
+        admin_address = f"127.0.0.1:{self.admin_port}" if self.admin_port else ""
+        extra_env = {"PYTHONUNBUFFERED": "1", "SIDECAR_ADMIN": admin_address}
         if engine == "runner":
             arguments = [str(BIN / "sidecar-dispatcher"), "run"]
             extra_env["SIDECAR_PORT"] = str(self.port)
         else:
             arguments = list(command or [str(BIN / "mitmdump")])
             arguments += ["--mode", f"reverse:{reverse_target}@{self.port}", "-s", str(script)]
+            if admin_address:
+                arguments += ["--set", f"dispatcher_admin={admin_address}"]
         arguments += ["--set", "listen_host=127.0.0.1", "--set", f"confdir={self.confdir}"]
         if config is not None:
             arguments += ["--set", f"dispatcher_config={config}"]
@@ -255,6 +266,11 @@ class Sidecar(Started):
             self.stop()
             raise RuntimeError(f"{e}:\n{self.logs()}") from None
         return self
+
+    def admin(self, path: str, method: str = "GET") -> Response:
+        """One request to the admin listener (`admin=True`)."""
+        assert self.admin_port is not None, "started without admin=True"
+        return send(self.admin_port, method, path)
 
     def run_to_exit(self, timeout: float = START_TIMEOUT) -> int:
         """Start and wait for the process to exit by itself (for configs it must refuse)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -112,11 +113,12 @@ def test_conflicting_key_headers_get_an_explicit_400(
 def test_one_info_line_per_request_without_header_values(sidecar: Sidecar) -> None:
     sidecar.request("GET", "/logged/path?secret-query=1", [("environment", "token")])
     logs = sidecar.wait_for_log("token → ")
-    line = next(line for line in logs.splitlines() if "token → " in line)
+    (line,) = [line for line in logs.splitlines() if "token → " in line]
     assert (
         "(environment: token) GET /logged/path "
         "patched=[Host, X-Forwarded-For, Authorization, X-Twice, x-twice]"
     ) in line
+    assert re.search(r"\] 200 \d+\.\dms$", line), line  # written when the answer is complete
     assert "s3cret" not in logs
 
 

@@ -6,6 +6,7 @@ and patches it like any other; mitmproxy then relays the WebSocket frames to tha
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -93,4 +94,4 @@ def test_upgrade_is_logged_like_any_request(ws_sidecar: Sidecar, dev_ws: WebSock
     logs = ws_sidecar.wait_for_log("GET /base/logged")
     line = next(line for line in logs.splitlines() if "GET /base/logged" in line)
     assert f"dev → {dev_ws.url}/base (environment: dev) GET /base/logged" in line
-    assert line.endswith("patched=[Host, X-Forwarded-For, dispatched]")
+    assert re.search(r"patched=\[Host, X-Forwarded-For, dispatched\] 101 \d+\.\dms$", line), line
