@@ -126,3 +126,9 @@ def test_readiness_needs_config_and_listener_and_ends_with_draining() -> None:
     readiness.update(draining=True)
     assert seen == [False, True, False]
     assert not readiness.ready
+
+
+def test_port_zero_picks_a_free_port() -> None:
+    sock = bind_admin_socket("127.0.0.1:0")
+    assert sock.getsockname()[1] > 0
+    sock.close()

@@ -114,8 +114,19 @@ def test_refused_requests_count_under_a_fixed_label(observed: Harness) -> None:
 def test_config_reads_are_counted_and_the_rules_in_force_shown(
     observed: Harness, config_path: Path, write_config: WriteConfig
 ) -> None:
+    def last_ok() -> float:
+        exposition = observed.dispatcher.metrics.metrics.exposition()
+        return samples(exposition, "sidecar_dispatcher_config_last_reload_successful")[()]
+
+    exposition = observed.dispatcher.metrics.metrics.exposition()
+    assert samples(exposition, "sidecar_dispatcher_config_reloads_total") == {
+        (("result", "applied"),): 1.0,
+        (("result", "rejected"),): 0.0,  # there from the start: increase() sees the first one
+    }
+    assert last_ok() == 1.0
     config_path.write_text("key: environment\ndestination: nowhere\n")
     observed.dispatcher.config.reload("test")
+    assert last_ok() == 0.0
     config_path.write_text("key: environment\ndestination: http://other.test\n")
     before = time.time()
     observed.dispatcher.config.reload("test")
@@ -125,6 +136,7 @@ def test_config_reads_are_counted_and_the_rules_in_force_shown(
         (("result", "rejected"),): 1.0,
     }
     assert samples(exposition, "sidecar_dispatcher_rules") == {(): 0.0}
+    assert last_ok() == 1.0
     (last,) = samples(
         exposition, "sidecar_dispatcher_config_last_reload_success_timestamp_seconds"
     ).values()
@@ -187,3 +199,16 @@ def test_workers_metrics_are_summed_from_their_shared_folder(tmp_path: Path) -> 
     }
     assert samples(exposition, "sidecar_dispatcher_workers") == {(): 2.0}
     assert multiprocess_ready_workers(str(tmp_path)) == 2
+
+
+def test_a_rule_named_like_a_reserved_label_is_warned_about(
+    observed: Harness, config_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config_path.write_text("key: e\ndestination: http://a.test\nrewrites: {default: {}}\n")
+    observed.dispatcher.config.reload("test")
+    assert "rule name(s) default are also the labels of the default destination" in caplog.text
+
+
+def test_no_created_samples_are_exposed(observed: Harness) -> None:
+    observed.hook(HttpResponseHook(answer(observed.dispatch(make_flow()))))
+    assert b"_created" not in observed.dispatcher.metrics.metrics.exposition()

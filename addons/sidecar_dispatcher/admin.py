@@ -59,10 +59,13 @@ REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service
 
 
 def parse_admin_address(text: str) -> tuple[str, int]:
-    """`HOST:PORT` (`[::1]:9901` for IPv6) as a (host, port) pair; AdminAddressError if not."""
+    """`HOST:PORT` (`[::1]:9901` for IPv6) as a (host, port) pair; AdminAddressError if not.
+
+    Port 0 picks a free port (logged at start-up), for tests and benchmarks.
+    """
     host, colon, port = text.strip().rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not colon or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise AdminAddressError(
             f"admin address {text!r} is not HOST:PORT "
             "(e.g. 127.0.0.1:9901, 0.0.0.0:9901, [::1]:9901)"

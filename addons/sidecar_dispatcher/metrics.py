@@ -21,6 +21,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
@@ -33,6 +34,7 @@ REQUEST_DURATION = f"{PREFIX}_request_duration_seconds"
 UPSTREAM_ERRORS = f"{PREFIX}_upstream_errors"  # ..._upstream_errors_total
 CONFIG_RELOADS = f"{PREFIX}_config_reloads"  # ..._config_reloads_total
 CONFIG_LAST_SUCCESS = f"{PREFIX}_config_last_reload_success_timestamp_seconds"
+CONFIG_LAST_OK = f"{PREFIX}_config_last_reload_successful"
 RULES = f"{PREFIX}_rules"
 READY = f"{PREFIX}_ready"
 WORKERS = f"{PREFIX}_workers"
@@ -41,6 +43,10 @@ WORKERS = f"{PREFIX}_workers"
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 MULTIPROCESS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
+
+# A `_created` sample per series doubles the series and exists only in one-process mode (the
+# multiprocess collector has none); no dashboard or alert here needs it.
+disable_created_metrics()
 
 
 class DispatchMetrics:
@@ -74,12 +80,20 @@ class DispatchMetrics:
             ["result"],
             registry=registry,
         )
+        for result in ("applied", "rejected"):  # from 0, so that the first rejection shows
+            self.config_reloads.labels(result)
         # Gauges say how to combine workers: each holds the same config, and is ready or not.
         self.last_success = Gauge(
             CONFIG_LAST_SUCCESS,
             "When a config was last applied (Unix time).",
             registry=registry,
             multiprocess_mode="livemax",
+        )
+        self.last_ok = Gauge(
+            CONFIG_LAST_OK,
+            "1 if the last config read was applied, 0 if it was rejected (until a good one).",
+            registry=registry,
+            multiprocess_mode="livemin",
         )
         self.rules = Gauge(RULES, "Rules in force.", registry=registry, multiprocess_mode="livemax")
         self.ready = Gauge(
@@ -100,10 +114,12 @@ class DispatchMetrics:
     def config_applied(self, rules: int, at: float) -> None:
         self.config_reloads.labels("applied").inc()
         self.last_success.set(at)
+        self.last_ok.set(1)
         self.rules.set(rules)
 
     def config_rejected(self) -> None:
         self.config_reloads.labels("rejected").inc()
+        self.last_ok.set(0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,16 +8,21 @@ Nothing is counted while nobody can read it: without an admin listener, and outs
 
 from __future__ import annotations
 
+import logging
 import time
 
 from mitmproxy import ctx, http
 
 from .admin import Readiness
 from .metrics import DispatchMetrics, in_multiprocess_mode
-from .outcome import Outcome
+from .outcome import REFUSED, Outcome
+from .routing import DEFAULT_LABEL
 from .rules import RuleSet
 
+logger = logging.getLogger(__name__)
+
 ADMIN_OPTION = "dispatcher_admin"
+RESERVED_LABELS = frozenset({DEFAULT_LABEL, REFUSED})
 
 
 class RequestMetrics:
@@ -40,6 +45,13 @@ class RequestMetrics:
     def config_applied(self, rule_set: RuleSet) -> None:
         self.metrics.config_applied(len(rule_set.rewrites), at=time.time())
         self.readiness.update(config_loaded=True)
+        if clashes := sorted(RESERVED_LABELS & set(rule_set.rewrites)):
+            logger.warning(
+                "rule name(s) %s are also the labels of %s in metrics and the access log: "
+                "their counts add up there; rename the rule(s) to tell them apart",
+                ", ".join(clashes),
+                "the default destination and refused requests",
+            )
 
     def config_rejected(self) -> None:
         self.metrics.config_rejected()

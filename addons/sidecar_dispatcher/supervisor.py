@@ -111,11 +111,22 @@ def supervise(arguments: Sequence[str], workers: int, admin: str) -> int:
     except AdminAddressError as e:
         print(f"sidecar-dispatcher: {e}", file=sys.stderr)
         return 1
-    metrics_directory = tempfile.mkdtemp(prefix="sidecar-metrics-")
+    metrics_directory = tempfile.mkdtemp(prefix="sidecar-metrics-", dir=writable_folder(arguments))
     try:
         return _supervise(arguments, workers, admin_socket, metrics_directory)
     finally:
         shutil.rmtree(metrics_directory, ignore_errors=True)
+
+
+def writable_folder(arguments: Sequence[str]) -> str | None:
+    """mitmproxy's confdir when one is set (the image's is writable under a read-only root
+    filesystem), else None: the system's temporary folder."""
+    given = [a.partition("=")[2] for a in arguments if a.startswith("confdir=")]
+    if not given or not given[-1]:
+        return None
+    folder = os.path.expanduser(given[-1])
+    os.makedirs(folder, exist_ok=True)
+    return folder
 
 
 def _supervise(
@@ -173,17 +184,26 @@ def serve_admin(
     """The admin listener of a supervisor, from a thread: the workers' sum, their readiness."""
     from . import metrics  # noqa: PLC0415 - prometheus-client only where metrics are served
 
-    def ready() -> bool:
-        alive = [child for child in children if child.poll() is None]
+    def forget_dead_workers() -> bool:
+        """Drop the "live" gauges of workers that exited; True when all are alive."""
+        alive = True
         for child in children:
-            if child.poll() is not None:  # its "live" gauges must not count any more
+            if child.poll() is not None:
                 mark_dead(child.pid, metrics_directory)
-        if stopping() or len(alive) < len(children):
+                alive = False
+        return alive
+
+    def ready() -> bool:
+        if not forget_dead_workers() or stopping():
             return False
         return metrics.multiprocess_ready_workers(metrics_directory) == len(children)
 
+    def exposition() -> bytes:
+        forget_dead_workers()
+        return metrics.multiprocess_exposition(metrics_directory, len(children))
+
     status = AdminStatus(
-        metrics=lambda: metrics.multiprocess_exposition(metrics_directory, len(children)),
+        metrics=exposition,
         ready=ready,
         healthy=lambda: all(child.poll() is None for child in children),
     )

@@ -192,3 +192,6 @@ def test_two_workers_report_the_sum_and_are_ready_together(
         assert metrics["sidecar_dispatcher_ready"][()] == 2.0
         assert metrics["sidecar_dispatcher_config_reloads_total"][(("result", "applied"),)] == 2
         assert sidecar.admin("/healthz").status == 200
+        # The workers' files live in mitmproxy's confdir (writable under a read-only root).
+        assert len(list(Path(sidecar.confdir).glob("sidecar-metrics-*"))) == 1
+    assert list(Path(sidecar.confdir).glob("sidecar-metrics-*")) == []
