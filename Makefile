@@ -16,7 +16,7 @@ test: $(INSTALLED)  ## the whole test suite, with coverage of the package
 test-fast: $(INSTALLED)  ## the unit tests only: no processes, no network; for the inner loop
 	$(BIN)/python -m pytest -q --ignore=tests/integration $(PYTEST_ARGS)
 
-bench: $(INSTALLED)  ## the benchmark suite against its peers (~35 min); BENCH_ARGS=--quick for a smoke
+bench: $(INSTALLED)  ## the benchmark suite against its peers (~25-35 min); BENCH_ARGS=--quick for a smoke
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: $(INSTALLED)  ## ruff and mypy
@@ -33,8 +33,9 @@ $(INSTALLED): pyproject.toml
 
 # Real programs the end-to-end tests drive (Debian packages; needs root): nginx for the
 # enricher pod and the benchmark, Chromium and its driver for mitmweb's UI, wrk for the
-# benchmark's smoke test. `make test` fails on CI without them.
-SYSTEM_PACKAGES := nginx-light chromium chromium-driver wrk
+# benchmark's smoke test, Prometheus and promtool for the metrics and alerting rules.
+# `make test` fails on CI without them.
+SYSTEM_PACKAGES := nginx-light chromium chromium-driver wrk prometheus
 system-packages:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
 	  | grep -q "ok installed" || echo $$p; done); \

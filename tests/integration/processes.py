@@ -20,11 +20,12 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar, Self
+from urllib.parse import urlencode
 
 import pytest
 
@@ -303,13 +304,7 @@ class Sidecar(Started):
         raise AssertionError(f"{text!r} not logged within {timeout}s:\n{self.logs()}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
 
     def request(
         self,
@@ -319,3 +314,102 @@ class Sidecar(Started):
         body: bytes | None = None,
     ) -> Response:
         return send(self.port, method, path, headers, body)
+
+
+@dataclass
+class ServingProcess:
+    """A sidecar started by a test's own command line: its proxy port, admin port and log."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    admin_port: int
+    log: Path
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def admin(self, path: str) -> Response:
+        """One request to the admin listener, where the probes and Prometheus ask."""
+        return send(self.admin_port, "GET", path, timeout=5)
+
+    def wait_until_ready(self, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while (status := self.admin("/readyz").status) != 200:
+            assert status == 503, f"/readyz answered {status}"
+            assert self.process.poll() is None, f"exited:\n{self.logs()}"
+            assert time.monotonic() < deadline, f"not ready within {timeout}s:\n{self.logs()}"
+            time.sleep(0.05)
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after 10 s; nothing when it is not running."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+# --- Prometheus
+
+
+PROMETHEUS = Path("/usr/bin/prometheus")
+PROMETHEUS_WAIT = 30.0  # seconds for Prometheus to scrape, evaluate, answer
+
+
+class PrometheusServer(Started):
+    """Debian's `prometheus` on a free loopback port with this config, its data in `workdir`."""
+
+    def __init__(self, config: Path, workdir: Path) -> None:
+        self.port = free_port()
+        self.log_path = workdir / "prometheus.log"
+        self.arguments = [
+            str(require_program(PROMETHEUS, "prometheus (Debian package prometheus)")),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.arguments, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        try:
+            wait_until_accepting(self.port, self.process, "prometheus")
+            self.wait_for("ready", lambda: send(self.port, "GET", "/-/ready").status == 200)
+        except (RuntimeError, AssertionError) as e:
+            self.stop()
+            raise RuntimeError(f"{e}:\n{self.logs()}") from None
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def api(self, path: str, **parameters: str) -> Any:
+        response = send(self.port, "GET", f"/api/v1/{path}?{urlencode(parameters)}")
+        assert response.status == 200, (path, parameters, response.body)
+        answer = response.json()
+        assert answer["status"] == "success", answer
+        return answer["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = self.api("query", query=expr)
+        assert data["resultType"] == "vector", (expr, data)
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def wait_for(
+        self, what: str, condition: Callable[[], bool], timeout: float = PROMETHEUS_WAIT
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"prometheus: not {what} within {timeout}s:\n{self.logs()}")
+            time.sleep(0.25)
