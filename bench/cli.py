@@ -30,8 +30,9 @@ def parse(arguments: Sequence[str]) -> argparse.Namespace:
         "study",
         nargs="?",
         default="suite",
-        choices=("suite", "options", "profile", "render"),
-        help="suite: the peers table (default); options: runner option costs; profile: py-spy; "
+        choices=("suite", "options", "observability", "profile", "render"),
+        help="suite: the peers table (default); options: runner option costs; observability: "
+        "what metrics and the access log cost; profile: py-spy; "
         "render: write a results JSON file's markdown again, measuring nothing",
     )
     parser.add_argument("json", nargs="?", type=Path, help="for render: the results JSON file")
@@ -118,6 +119,8 @@ Study = Callable[[bool, str], tuple[dict[str, Any], str]]
 def choose(options: argparse.Namespace) -> tuple[Study, str]:
     if options.study == "options":
         return run_options, "options-quick" if options.quick else "options"
+    if options.study == "observability":
+        return run_observability, "observability-quick" if options.quick else "observability"
     if options.study == "profile":
         return run_profile, "profile-quick" if options.quick else "profile"
     return run_suite, "quick" if options.quick else "latest"
@@ -130,6 +133,12 @@ def run_suite(quick: bool, command: str) -> tuple[dict[str, Any], str]:
 
 def run_options(quick: bool, command: str) -> tuple[dict[str, Any], str]:
     document = options_study.run_options_study(quick, choose_pinning())
+    return document, options_study.markdown(document, command)
+
+
+def run_observability(quick: bool, command: str) -> tuple[dict[str, Any], str]:
+    groups = ("observability",)
+    document = options_study.run_options_study(quick, choose_pinning(), groups)
     return document, options_study.markdown(document, command)
 
 

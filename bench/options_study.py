@@ -7,15 +7,18 @@ each group's first variant is its baseline, and ratios are of medians from this 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
+import subprocess
+import sys
 import time
 from typing import Any
 
 from .environment import Bench
 from .machine import describe, describe_markdown
 from .measure import CLOSE, KEEPALIVE, throughput_rounds
-from .peers import Peer
-from .processes import Pinning
+from .peers import REPOSITORY, Peer
+from .processes import Pinning, pinned
 from .report import markdown_table
 
 logger = logging.getLogger(__name__)
@@ -112,19 +115,64 @@ MITMDUMP_VARIANTS = (
         "mitmdump-addon-optimized", "addon, PYTHONOPTIMIZE=1", "mitmdump", addon=True, env=OPTIMIZE
     ),
 )
-GROUPS = {"runner": RUNNER_VARIANTS, "mitmdump": MITMDUMP_VARIANTS}
+# What the admin listener's metrics and the access log cost the runner. Port 0: each variant's
+# admin listener on a free port of its own (they all run at once).
+UNOBSERVED = {"SIDECAR_ADMIN": "", "SIDECAR_ACCESS_LOG": "off"}
+OBSERVABILITY_VARIANTS = (
+    Peer(
+        "runner-unobserved",
+        "no admin listener, access log off (baseline)",
+        "runner",
+        env=UNOBSERVED,
+    ),
+    Peer(
+        "runner-metrics",
+        "metrics (admin listener on), access log off",
+        "runner",
+        env={**UNOBSERVED, "SIDECAR_ADMIN": "127.0.0.1:0"},
+    ),
+    Peer(
+        "runner-text-log",
+        "text access log, no admin listener",
+        "runner",
+        env={**UNOBSERVED, "SIDECAR_ACCESS_LOG": "text"},
+    ),
+    Peer(
+        "runner-observed",
+        "metrics + text access log (the image's defaults)",
+        "runner",
+        env={"SIDECAR_ADMIN": "127.0.0.1:0", "SIDECAR_ACCESS_LOG": "text"},
+    ),
+    Peer(
+        "runner-observed-json",
+        "metrics + json access log",
+        "runner",
+        env={"SIDECAR_ADMIN": "127.0.0.1:0", "SIDECAR_ACCESS_LOG": "json"},
+    ),
+)
+GROUPS = {
+    "runner": RUNNER_VARIANTS,
+    "mitmdump": MITMDUMP_VARIANTS,
+    "observability": OBSERVABILITY_VARIANTS,
+}
+OPTION_GROUPS = ("runner", "mitmdump")  # `bench/run.py options`; `observability` runs on its own
 
 
-def run_options_study(quick: bool, pinning: Pinning) -> dict[str, Any]:
+def run_options_study(
+    quick: bool, pinning: Pinning, groups: tuple[str, ...] = OPTION_GROUPS
+) -> dict[str, Any]:
     started = time.monotonic()
     rounds, seconds = (1, 1.0) if quick else (3, 6.0)
-    variants = [*RUNNER_VARIANTS, *MITMDUMP_VARIANTS]
+    variants = [peer for group in groups for peer in GROUPS[group]]
     with Bench(pinning) as bench:
         running = bench.start(variants)
         results = throughput_rounds(
             bench, running, (KEEPALIVE, CLOSE), rounds=rounds, seconds=seconds, patient=not quick
         )
-    return {
+    document: dict[str, Any] = {}
+    if "observability" in groups:
+        document["hook_cost_us"] = hook_costs(quick, pinning)
+    return document | {
         "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "mode": "quick" if quick else "full",
         "machine": describe(),
@@ -140,9 +188,55 @@ def run_options_study(quick: bool, pinning: Pinning) -> dict[str, Any]:
                 for peer in peers
             }
             for group, peers in GROUPS.items()
+            if group in groups
         },
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def hook_costs(quick: bool, pinning: Pinning) -> dict[str, float]:
+    """bench/hook_cost.py under python -O (as the runner runs), on the proxy's core."""
+    rounds, flows = (3, 300) if quick else (15, 2000)
+    argv = [sys.executable, "-O", "-m", "bench.hook_cost", f"--rounds={rounds}", f"--flows={flows}"]
+    command = pinned(argv, pinning.proxy)
+    done = subprocess.run(
+        command, cwd=REPOSITORY, capture_output=True, text=True, timeout=600, check=True
+    )
+    costs: dict[str, float] = json.loads(done.stdout)
+    return costs
+
+
+def hook_cost_section(document: dict[str, Any]) -> str:
+    """The observers' cost per request, against the runner's own CPU time per request."""
+    costs = document.get("hook_cost_us")
+    baseline = document["groups"].get("observability", {}).get("runner-unobserved")
+    if not costs or not baseline:
+        return ""
+    keep = baseline["keepalive"]
+    runner_us = keep["proxy_cores"] / keep["rate"] * 1e6  # CPU time per request, measured above
+    rows = [
+        [
+            f"`{name}`",
+            f"{value:.1f}",
+            f"{value - costs['off']:+.1f}",
+            f"{(value - costs['off']) / runner_us:.1%}",
+        ]
+        for name, value in costs.items()
+    ]
+    table = markdown_table(
+        ["setting", "hooks, µs/request", "added, µs", "added ÷ runner's CPU per request"], rows
+    )
+    return f"""
+## What the hooks cost, in one process
+
+Throughput above moves by 10-30 % between rounds on this machine, more than an observer costs.
+`bench/hook_cost.py` runs the same `Dispatcher` on synthetic flows (`requestheaders` then
+`response`) under each setting in alternating rounds (median of the rounds, python -O, pinned
+to the proxy's core), and sets what each adds against the baseline runner's CPU time per
+keep-alive request measured above ({runner_us:.0f} µs = proxy cores ÷ req/s).
+
+{table}
+"""
 
 
 def markdown(document: dict[str, Any], command: str) -> str:
@@ -183,4 +277,4 @@ of {method["seconds"]:g} s per variant; × is against the group's first row, fro
 Reproduce: `{command}` ({document["seconds"]:.0f} s).
 
 {body}
-"""
+{hook_cost_section(document)}"""

@@ -138,3 +138,18 @@ def test_no_process_is_left_behind(quick: QuickRun) -> None:
         if str(quick.temporary) in command:
             leftovers.append(f"{entry.name}: {command}")
     assert not leftovers
+
+
+def test_the_hook_cost_study_measures_every_setting() -> None:
+    # The in-process half of `bench/run.py observability`: what metrics and the access log add.
+    done = subprocess.run(
+        [sys.executable, "-O", "-m", "bench.hook_cost", "--rounds=1", "--flows=50"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    costs = json.loads(done.stdout)
+    assert set(costs) == {"off", "metrics", "text-log", "metrics+text-log", "metrics+json-log"}
+    assert all(value > 0 for value in costs.values())
