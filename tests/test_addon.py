@@ -16,6 +16,7 @@ from mitmproxy.test import taddons, tflow
 
 from sidecar_dispatcher import Dispatcher
 from sidecar_dispatcher.router import DISPATCHED_MARKER
+from sidecar_dispatcher.rules import Destination
 from sidecar_dispatcher.startup import MITMWEB_DEFAULT_COLUMNS
 
 from .conftest import WriteConfig
@@ -395,10 +396,12 @@ def test_watcher_applies_a_saved_file_and_follows_the_option(config_path: Path) 
             config_path.write_text(OTHER_CONFIG)
             for _ in range(40):  # the watcher settles for 0.25 s
                 await asyncio.sleep(0.05)
-                if dispatcher.rules and dispatcher.rules.default.host == "other.test":
+                if dispatcher.rules and dispatcher.rules.default == Destination(
+                    "http", "other.test", 80
+                ):
                     break
             assert dispatcher.rules is not None
-            assert dispatcher.rules.default.host == "other.test"
+            assert dispatcher.rules.default == Destination("http", "other.test", 80)
             tctx.configure(dispatcher, dispatcher_watch=False)
             assert dispatcher.config.watcher is None
             invoke(tctx, dispatcher, hooks.DoneHook())

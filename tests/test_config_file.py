@@ -8,6 +8,7 @@ import pytest
 
 from sidecar_dispatcher.config import ConfigError
 from sidecar_dispatcher.config_file import ConfigFile, ConfigFileMissing
+from sidecar_dispatcher.rules import Destination
 
 GOOD = "key: environment\ndestination: http://a.test\n"
 OTHER = "key: environment\ndestination: http://b.test\n"
@@ -17,12 +18,12 @@ def test_same_content_is_not_read_twice(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(GOOD)
     config_file = ConfigFile(str(path))
-    assert config_file.load().default.host == "a.test"
+    assert config_file.load().default == Destination("http", "a.test", 80)
     assert config_file.changed() is None
     path.write_text(OTHER)
     rules = config_file.changed()
     assert rules is not None
-    assert rules.default.host == "b.test"
+    assert rules.default == Destination("http", "b.test", 80)
 
 
 def test_bad_content_is_reported_once(tmp_path: Path) -> None:
@@ -54,4 +55,4 @@ def test_load_reads_even_unchanged_content(tmp_path: Path) -> None:
     path.write_text(GOOD)
     config_file = ConfigFile(str(path))
     config_file.load()
-    assert config_file.load().default.host == "a.test"
+    assert config_file.load().default == Destination("http", "a.test", 80)

@@ -68,7 +68,7 @@ def test_conflicting_key_headers_are_refused() -> None:
 def test_rule_destination_and_patches_apply_after_host() -> None:
     decision = decide(("environment", "dev"), path="/x?q=1")
     assert decision.rule == "dev"
-    assert decision.destination.url == "http://dev.test:8080/base"
+    assert str(decision.destination) == "http://dev.test:8080/base"
     assert decision.path == "/base/x?q=1"
     assert decision.headers == (
         HeaderPatch("Host", "dev.test:8080"),
@@ -118,6 +118,12 @@ def test_decision_describes_itself_for_mitmweb() -> None:
         "destination": "http://dev.test:8080/base",
         "path": "/base/",
         "headers_set": {"Host": "example.com", "X-Forwarded-For": "10.0.0.7", "dispatched": "true"},
+        "label": "dev",
+        "patched": ["Host", "X-Forwarded-For", "dispatched"],
+        "response_headers": [],
+        "timeout": None,
+        "mirror": None,
+        "answer": None,
     }
 
 
@@ -150,3 +156,16 @@ def test_base_path_prefixes_the_request_path(destination: str, path: str, upstre
 )
 def test_destination_authority_is_the_host_header(url: str, authority: str) -> None:
     assert parse_destination(url).authority == authority
+
+
+@pytest.mark.parametrize("value", [" dev", "dev\t", " \tdev  "])
+def test_spaces_and_tabs_around_the_key_value_are_not_part_of_it(value: str) -> None:
+    assert decide(("environment", value)).rule == "dev"
+
+
+@pytest.mark.parametrize("value", ["\u00a0dev", "\u3000dev", "\x1cdev", "dev\u2028"])
+def test_other_whitespace_makes_a_different_value(value: str) -> None:
+    # str.strip() would remove these; a front proxy that checked the value exactly did not.
+    decision = decide(("environment", value))
+    assert decision.rule is None
+    assert "dispatched" not in decision.patched_names

@@ -89,7 +89,7 @@ class AccessLog:
             return
         outcome = Outcome.of(flow)
         decision = flow.metadata.get(METADATA_KEY)
-        patched = list(decision["headers_set"]) if decision else []
+        patched = list(decision.get("patched", decision["headers_set"])) if decision else []
         if self.format == "json":
             logger.info(json_line(outcome, decision["reason"] if decision else None, patched))
         else:

@@ -65,14 +65,20 @@ def explain(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             client_ip=arguments.client_ip or None,
             path=path,
             keep_host=arguments.keep_host_header,
+            method=arguments.method,
         )
     except AmbiguousRequest as e:
         print(f"refused:      400 Bad Request from the sidecar ({e})", file=out)
         print("upstream:     nothing is sent", file=out)
         return 0
-    decision.apply_headers(headers)
-    destination = decision.destination
     print(f"rule:         {decision.label} ({decision.reason})", file=out)
+    destination = decision.destination
+    if destination is None:
+        assert decision.answer is not None
+        print(f"answer:       {decision.answer.status} from the sidecar (unmatched)", file=out)
+        print("upstream:     nothing is sent", file=out)
+        return 0
+    decision.apply_headers(headers)
     print(f"destination:  {destination}", file=out)
     origin = f"{destination.scheme}://{destination.authority}"
     print(f"upstream:     {arguments.method} {origin}{decision.path}", file=out)

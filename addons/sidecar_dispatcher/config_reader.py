@@ -25,7 +25,7 @@ MAX_RULES = 10_000
 MAX_PATCHES = 10_000  # header patches in all rules together
 MAX_PROBLEMS = 100  # reported; more are summarised in one line
 
-TOP_LEVEL_KEYS = ("key", "destination", "rewrites")
+TOP_LEVEL_KEYS = ("key", "destination", "rewrites", "routes", "unmatched")
 RULE_KEYS = ("patch", "destination")
 PATCH_KEYS = ("key", "val")
 
@@ -84,41 +84,64 @@ class ConfigReader:
                 )
             )
             raise ConfigError(self.problems)
-        fields = self._mapping(root, "", TOP_LEVEL_KEYS, required=("key", "destination"))
-        key = default = None
+        from .config_routes import RouteReader  # noqa: PLC0415 - it builds on this module
+
+        has_unmatched = isinstance(root, yaml.MappingNode) and any(
+            getattr(key_node, "value", None) == "unmatched" for key_node, _ in root.value
+        )
+        # `destination` may be left out only when `unmatched` says what to answer instead.
+        required = ("key",) if has_unmatched else ("key", "destination")
+        fields = self.mapping(root, "", TOP_LEVEL_KEYS, required=required)
+        key = default = unmatched = None
         if "key" in fields:
-            key = self._header_name(fields["key"], "key")
+            key = self.header_name(fields["key"], "key")
         if "destination" in fields:
-            default = self._destination(fields["destination"], "destination")
+            default = self.destination(fields["destination"], "destination")
         rules = self._rules(fields["rewrites"]) if "rewrites" in fields else {}
-        if self.problems or key is None or default is None:
+        route_reader = RouteReader(self)
+        routes = route_reader.routes(fields["routes"]) if "routes" in fields else ()
+        if "unmatched" in fields:
+            unmatched = route_reader.unmatched(fields["unmatched"])
+        for name, node in route_reader.name_nodes.items():
+            if name in rules:
+                self.problem(node, "routes", f"route name {name!r} is also a rule in rewrites")
+        if "destination" not in fields and "unmatched" in fields:
+            node = fields.get("routes") or fields.get("rewrites") or root
+            route_reader.nowhere_to_go(rules, routes, node)
+        if self.problems or key is None or (default is None and unmatched is None):
             raise ConfigError(self.sorted_problems())
-        return RuleSet(key=key, default=default, rewrites=MappingProxyType(rules))
+        return RuleSet(
+            key=key,
+            default=default,
+            rewrites=MappingProxyType(rules),
+            routes=routes,
+            unmatched=unmatched,
+        )
 
     # --- the schema, one level at a time
 
     def _rules(self, node: yaml.Node) -> dict[str, Rule]:
-        if _is_null(node):  # `rewrites:` with nothing under it: no rules
+        if is_null(node):  # `rewrites:` with nothing under it: no rules
             return {}
         rules: dict[str, Rule] = {}
-        for index, (name_node, rule_node) in enumerate(self._pairs(node, "rewrites")):
+        for index, (name_node, rule_node) in enumerate(self.pairs(node, "rewrites")):
             if index == MAX_RULES:
                 raise TooLarge(name_node, "rewrites", f"more than {MAX_RULES} rules")
-            name = self._rule_name(name_node)
+            name = self.rule_name(name_node)
             if name is None:
                 continue
             path = f"rewrites.{name}"
-            fields = self._mapping(rule_node, path, RULE_KEYS)
-            patches = self._patches(fields["patch"], f"{path}.patch") if "patch" in fields else ()
+            fields = self.mapping(rule_node, path, RULE_KEYS)
+            patches = self.patches(fields["patch"], f"{path}.patch") if "patch" in fields else ()
             destination = None
             if "destination" in fields:
-                destination = self._destination(fields["destination"], f"{path}.destination")
+                destination = self.destination(fields["destination"], f"{path}.destination")
             rules[name] = Rule(name=name, patches=patches, destination=destination)
         return rules
 
-    def _patches(self, node: yaml.Node, path: str) -> tuple[HeaderPatch, ...]:
+    def patches(self, node: yaml.Node, path: str) -> tuple[HeaderPatch, ...]:
         if not isinstance(node, yaml.SequenceNode):
-            self._problem(node, path, f"expected a list of {{key, val}} items, got {_kind(node)}")
+            self.problem(node, path, f"expected a list of {{key, val}} items, got {kind_of(node)}")
             return ()
         patches = []
         for index, item in enumerate(node.value):
@@ -127,17 +150,17 @@ class ConfigReader:
             if self.patches_read > MAX_PATCHES:
                 message = f"more than {MAX_PATCHES} header patches in all rules (an alias counts "
                 raise TooLarge(item, item_path, message + "each time it is used)")
-            fields = self._mapping(item, item_path, PATCH_KEYS, required=PATCH_KEYS)
-            name = self._header_name(fields["key"], f"{item_path}.key") if "key" in fields else None
+            fields = self.mapping(item, item_path, PATCH_KEYS, required=PATCH_KEYS)
+            name = self.header_name(fields["key"], f"{item_path}.key") if "key" in fields else None
             if name is not None and name.lower() in FRAMING_HEADERS:
-                self._problem(
+                self.problem(
                     fields["key"],
                     f"{item_path}.key",
                     f"{name} cannot be patched: mitmproxy sets it from the body",
                 )
                 name = None
             value = (
-                self._header_value(fields["val"], f"{item_path}.val") if "val" in fields else None
+                self.header_value(fields["val"], f"{item_path}.val") if "val" in fields else None
             )
             if name is not None and value is not None:
                 patches.append(HeaderPatch(name, value))
@@ -145,62 +168,62 @@ class ConfigReader:
 
     # --- leaves
 
-    def _header_name(self, node: yaml.Node, path: str) -> str | None:
-        return self._checked_scalar(node, path, "a header name", header_name_problem)
+    def header_name(self, node: yaml.Node, path: str) -> str | None:
+        return self.checked_scalar(node, path, "a header name", header_name_problem)
 
-    def _header_value(self, node: yaml.Node, path: str) -> str | None:
+    def header_value(self, node: yaml.Node, path: str) -> str | None:
         expected = 'a header value (use "" for an empty one)'
-        return self._checked_scalar(node, path, expected, header_value_problem)
+        return self.checked_scalar(node, path, expected, header_value_problem)
 
-    def _checked_scalar(
+    def checked_scalar(
         self, node: yaml.Node, path: str, expected: str, problem_of: Callable[[str], str | None]
     ) -> str | None:
         """A scalar's text if `problem_of` finds nothing wrong with it, else None (reported)."""
-        text = self._scalar(node, path, expected)
+        text = self.scalar(node, path, expected)
         if text is None:
             return None
         if problem := problem_of(text):
-            self._problem(node, path, problem)
+            self.problem(node, path, problem)
             return None
         return text
 
-    def _destination(self, node: yaml.Node, path: str) -> Destination | None:
-        text = self._scalar(node, path, "an http:// or https:// URL")
+    def destination(self, node: yaml.Node, path: str) -> Destination | None:
+        text = self.scalar(node, path, "an http:// or https:// URL")
         if text is None:
             return None
         try:
             return parse_destination(text)
         except ValueError as e:
-            self._problem(node, path, str(e))
+            self.problem(node, path, str(e))
             return None
 
-    def _rule_name(self, node: yaml.Node) -> str | None:
-        text = self._scalar(node, "rewrites", "a key header value as rule name")
+    def rule_name(self, node: yaml.Node) -> str | None:
+        text = self.scalar(node, "rewrites", "a key header value as rule name")
         if text is None:
             return None
         path = f"rewrites.{text}"
         if not text.strip():
-            self._problem(node, path, "a rule name cannot be empty: no request could select it")
+            self.problem(node, path, "a rule name cannot be empty: no request could select it")
         elif text != text.strip():
-            self._problem(
+            self.problem(
                 node,
                 path,
                 f"rule name {text!r} has surrounding whitespace, which is "
                 "ignored in the key header, so no request could select it",
             )
         elif problem := header_value_problem(text):
-            self._problem(node, path, problem)
+            self.problem(node, path, problem)
         else:
             return text
         return None
 
-    def _scalar(self, node: yaml.Node, path: str, expected: str) -> str | None:
+    def scalar(self, node: yaml.Node, path: str, expected: str) -> str | None:
         """The text of a scalar as written; YAML booleans spelled true/false become lowercase."""
-        if not isinstance(node, yaml.ScalarNode) or _is_null(node):
-            self._problem(node, path, f"expected {expected}, got {_kind(node)}")
+        if not isinstance(node, yaml.ScalarNode) or is_null(node):
+            self.problem(node, path, f"expected {expected}, got {kind_of(node)}")
             return None
         if node.tag not in _SCALAR_TAGS:
-            self._problem(node, path, f"expected {expected}, got a value tagged {node.tag}")
+            self.problem(node, path, f"expected {expected}, got a value tagged {node.tag}")
             return None
         value: str = node.value
         if node.tag == f"{_TAG}bool" and value.lower() in ("true", "false"):
@@ -209,23 +232,23 @@ class ConfigReader:
 
     # --- mappings
 
-    def _mapping(
+    def mapping(
         self, node: yaml.Node, path: str, known: tuple[str, ...], required: tuple[str, ...] = ()
     ) -> dict[str, yaml.Node]:
         """Fields of a mapping with known keys; unknown, duplicate and missing keys are problems."""
         if not isinstance(node, yaml.MappingNode):
             wanted = ", ".join(repr(k) for k in known)
-            self._problem(node, path, f"expected a mapping with {wanted}, got {_kind(node)}")
+            self.problem(node, path, f"expected a mapping with {wanted}, got {kind_of(node)}")
             return {}
         fields: dict[str, yaml.Node] = {}
         suggested: set[str] = set()
-        for key_node, value_node in self._pairs(node, path):
+        for key_node, value_node in self.pairs(node, path):
             key = key_node.value
             key_path = f"{path}.{key}" if path else key
             if key in known:
                 fields[key] = value_node
             elif key == "<<":
-                self._problem(
+                self.problem(
                     key_node,
                     key_path,
                     "YAML merge keys (<<) are not supported; "
@@ -234,47 +257,50 @@ class ConfigReader:
             else:
                 close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
                 suggested.update(close)
-                self._problem(key_node, key_path, _unknown_key_message(key, close, known))
+                self.problem(key_node, key_path, _unknown_key_message(key, close, known))
         for key in required:
             if key not in fields and key not in suggested:  # a suggestion already said it
-                self._problem(
+                self.problem(
                     node, f"{path}.{key}" if path else key, f"missing required key {key!r}"
                 )
         return fields
 
-    def _pairs(self, node: yaml.Node, path: str) -> Iterator[tuple[yaml.Node, yaml.Node]]:
+    def pairs(self, node: yaml.Node, path: str) -> Iterator[tuple[yaml.Node, yaml.Node]]:
         """Key/value pairs of a mapping node, refusing duplicate and non-scalar keys."""
         if not isinstance(node, yaml.MappingNode):
-            self._problem(node, path, f"expected a mapping, got {_kind(node)}")
+            self.problem(node, path, f"expected a mapping, got {kind_of(node)}")
             return
         seen: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
-                self._problem(key_node, path, f"expected a scalar key, got {_kind(key_node)}")
+                self.problem(key_node, path, f"expected a scalar key, got {kind_of(key_node)}")
                 continue
             first = seen.setdefault(key_node.value, key_node)
             if first is not key_node:
                 where = f"line {first.start_mark.line + 1}"
                 key_path = f"{path}.{key_node.value}" if path else key_node.value
-                self._problem(key_node, key_path, f"duplicate key, already defined on {where}")
+                self.problem(key_node, key_path, f"duplicate key, already defined on {where}")
                 continue
             yield key_node, value_node
 
-    def _problem(self, node: yaml.Node, path: str, message: str) -> None:
+    def expected(self, node: yaml.Node, path: str, what: str) -> None:
+        self.problem(node, path, f"expected {what}, got {kind_of(node)}")
+
+    def problem(self, node: yaml.Node, path: str, message: str) -> None:
         mark = node.start_mark
         self.problems.append(Problem(self.source, mark.line + 1, mark.column + 1, path, message))
 
 
-def _is_null(node: yaml.Node) -> bool:
+def is_null(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag == f"{_TAG}null"
 
 
-def _kind(node: yaml.Node) -> str:
+def kind_of(node: yaml.Node) -> str:
     if isinstance(node, yaml.MappingNode):
         return "a mapping"
     if isinstance(node, yaml.SequenceNode):
         return "a list"
-    if _is_null(node):
+    if is_null(node):
         return "nothing (null)"
     return f"{node.value!r}"
 

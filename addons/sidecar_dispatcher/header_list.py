@@ -3,8 +3,9 @@
     headers = HeaderList([("Host", "a.test"), ("environment", "dev")])
     decision.apply_headers(headers)
 
-It reads and writes the way mitmproxy's `Headers` does (`get_all`, and `set` as `headers[name] =
-value`), so that `explain` and tests see exactly what the addon sends, without mitmproxy.
+It reads and writes the way mitmproxy's `Headers` does (`get_all`, `items`, and `set` as
+`headers[name] = value`, `add`, `remove` as `del headers[name]`), so that `explain` and tests
+see exactly what the addon sends, without mitmproxy.
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ class HeaderList:
 
     def get_all(self, name: str) -> list[str]:
         return [value for key, value in self.fields if key.lower() == name.lower()]
+
+    def items(self, multi: bool = True) -> list[tuple[str, str]]:
+        """Every field in order (mitmproxy's `Headers.items(multi=True)`)."""
+        return list(self.fields)
+
+    def add(self, name: str, value: str) -> None:
+        self.fields.append((name, value))
+
+    def remove(self, name: str) -> None:
+        self.fields = [(key, value) for key, value in self.fields if key.lower() != name.lower()]
 
     def set(self, name: str, value: str) -> None:
         """Replace the first field of that name in place and drop the others, else append."""

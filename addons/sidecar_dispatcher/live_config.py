@@ -169,7 +169,7 @@ class LiveConfig:
 
     def _explain_reverse_target(self) -> None:
         """Say where traffic goes when the reverse-mode URL and the default destination differ."""
-        if self.rules is None:
+        if self.rules is None or self.rules.default is None:
             return
         default = self.rules.default
         for spec in ctx.options.mode:

@@ -77,7 +77,8 @@ class Outcome:
     def of(cls, flow: http.HTTPFlow) -> Outcome:
         decision = flow.metadata.get(METADATA_KEY)
         if decision:
-            rule, destination = label_for(decision["rule"]), decision["destination"]
+            rule = decision.get("label") or label_for(decision["rule"])
+            destination = decision["destination"] or NO_DESTINATION
         else:
             rule, destination = REFUSED, NO_DESTINATION
         error = flow.error.msg if flow.error else None

@@ -15,6 +15,7 @@ import traceback
 from mitmproxy import ctx, http
 
 from .live_config import LiveConfig
+from .routes import HeaderAppend, HeaderRemoval
 from .routing import METADATA_KEY, AmbiguousRequest, Decision, label_for, resolve
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,15 @@ class Router:
             )
             flow.response = error_response(502, f"sidecar dispatcher: dispatch failed ({e!r})")
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        decision = flow.metadata.get(METADATA_KEY)
+        if decision and flow.response is not None and decision.get("response_headers"):
+            apply_response_headers(flow.response, decision["response_headers"])
+
     def error(self, flow: http.HTTPFlow) -> None:
         decision = flow.metadata.get(METADATA_KEY)
         if decision and flow.error:
-            label = label_for(decision["rule"])
+            label = decision.get("label") or label_for(decision["rule"])
             logger.warning("%s → %s failed: %s", label, decision["destination"], flow.error.msg)
 
     def _dispatch(self, flow: http.HTTPFlow) -> None:
@@ -69,8 +75,12 @@ class Router:
             client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else None,
             path=request.path,
             keep_host=self.keep_host_header,
+            method=request.method,
         )
-        apply_decision(request, decision, keep_host=self.keep_host_header)
+        if decision.answer is not None:  # `unmatched`: the sidecar answers, nothing is sent
+            flow.response = error_response(decision.answer.status, decision.answer.body)
+        else:
+            apply_decision(request, decision, keep_host=self.keep_host_header)
         record(flow, decision)
 
 
@@ -86,11 +96,18 @@ class _RequestHeaders:
         else:
             self.request.headers[name] = value
 
+    def add(self, name: str, value: str) -> None:
+        self.request.headers.add(name, value)
+
+    def remove(self, name: str) -> None:
+        self.request.headers.pop(name, None)
+
 
 def apply_decision(request: http.Request, decision: Decision, *, keep_host: bool) -> None:
     """Point the request at the decision's destination and set its headers."""
     client_host_header = request.host_header
     destination = decision.destination
+    assert destination is not None, "a decision answered by the sidecar is not forwarded"
     # Scheme before host and port: the Host header mitmproxy derives depends on it.
     request.scheme = destination.scheme
     request.host = destination.host
@@ -111,10 +128,24 @@ def record(flow: http.HTTPFlow, decision: Decision) -> None:
     if decision.dispatched:
         flow.marked = DISPATCHED_MARKER
     if logger.isEnabledFor(logging.DEBUG):
-        for header in decision.headers:
-            logger.debug("%s → set %s: %s", decision.label, header.name, header.value)
+        for edit in decision.headers:
+            if isinstance(edit, HeaderRemoval):
+                logger.debug("%s → remove %s", decision.label, edit.name)
+            else:
+                verb = "add" if isinstance(edit, HeaderAppend) else "set"
+                logger.debug("%s → %s %s: %s", decision.label, verb, edit.name, edit.value)
 
 
-def error_response(status: int, reason: str) -> http.Response:
+def apply_response_headers(response: http.Response, edits: list[list[str]]) -> None:
+    """The route's `response` edits, as recorded in the flow's metadata, before the client."""
+    for action, name, value in edits:
+        if action == "set":
+            response.headers[name] = value
+        else:
+            response.headers.pop(name, None)
+
+
+def error_response(status: int, text: str) -> http.Response:
     """The sidecar's own answer: plain text, so that it is never mistaken for the upstream's."""
-    return http.Response.make(status, reason + "\n", {"Content-Type": "text/plain; charset=utf-8"})
+    body = text if not text or text.endswith("\n") else text + "\n"
+    return http.Response.make(status, body, {"Content-Type": "text/plain; charset=utf-8"})

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .routes import Route, Unmatched
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +70,22 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class RuleSet:
-    """A whole config: the key header, the default destination and the rules by key value."""
+    """A whole config: routes in order, rules by key header value, then the default.
+
+    `default` is None only when `unmatched` says what to answer instead.
+    """
 
     key: str
-    default: Destination
+    default: Destination | None
     rewrites: Mapping[str, Rule]  # the config's `rewrites`, read-only, by key header value
+    routes: tuple[Route, ...] = ()  # the config's `routes`, checked first, in order
+    unmatched: Unmatched | None = None
+
+    @property
+    def rule_count(self) -> int:
+        return len(self.routes) + len(self.rewrites)
 
     def summary(self) -> str:
-        names = ", ".join(self.rewrites) or "none"
-        return f"key={self.key} default={self.default} rules=[{names}]"
+        names = ", ".join([*(route.name for route in self.routes), *self.rewrites]) or "none"
+        default = self.default if self.default is not None else "unmatched"
+        return f"key={self.key} default={default} rules=[{names}]"

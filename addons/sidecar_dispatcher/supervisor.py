@@ -27,6 +27,7 @@ from .config import ConfigError, default_config_path, load_config
 DEFAULT_PORT = 5000
 DEFAULT_ADMIN = "127.0.0.1:9901"
 ADMIN_OPTION = "dispatcher_admin"
+UNUSED_REVERSE_TARGET = "127.0.0.1:9"  # the discard port
 SHUTDOWN_GRACE = 5.0  # seconds open connections get to finish on SIGTERM, as in the Go version
 
 
@@ -53,7 +54,10 @@ def reverse_mode(config_path: str, port: int) -> str:
     workers could not share) while clients may still speak TLS to the sidecar.
     """
     default = load_config(config_path).default
-    return f"reverse:http://{default.authority}@{port}"
+    # Without a default (`unmatched` answers instead) the target is never connected to: the
+    # dispatcher sends each request to its route's destination, or answers it.
+    authority = default.authority if default is not None else UNUSED_REVERSE_TARGET
+    return f"reverse:http://{authority}@{port}"
 
 
 def run(arguments: Sequence[str], workers: int, reuse_port: bool) -> int:
