@@ -13,7 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import options_study, profiling, report, suite
+from . import options_study, profiling, report, routing_study, suite
 from .processes import choose_pinning
 
 logger = logging.getLogger("bench")
@@ -30,9 +30,9 @@ def parse(arguments: Sequence[str]) -> argparse.Namespace:
         "study",
         nargs="?",
         default="suite",
-        choices=("suite", "options", "observability", "profile", "render"),
+        choices=("suite", "options", "observability", "routing", "profile", "render"),
         help="suite: the peers table (default); options: runner option costs; observability: "
-        "what metrics and the access log cost; profile: py-spy; "
+        "what metrics and the access log cost; routing: what routes cost; profile: py-spy; "
         "render: write a results JSON file's markdown again, measuring nothing",
     )
     parser.add_argument("json", nargs="?", type=Path, help="for render: the results JSON file")
@@ -90,7 +90,9 @@ def render(path: Path | None) -> int:
         return 2
     document = json.loads(path.read_text())
     command = document.get("command") or default_command(document)
-    if "groups" in document:
+    if "samples_us" in document:
+        text = routing_study.markdown(document, command)
+    elif "groups" in document:
         text = options_study.markdown(document, command)
     elif "profiles" in document:
         text = profiling.markdown(document, command)
@@ -119,6 +121,8 @@ Study = Callable[[bool, str], tuple[dict[str, Any], str]]
 def choose(options: argparse.Namespace) -> tuple[Study, str]:
     if options.study == "options":
         return run_options, "options-quick" if options.quick else "options"
+    if options.study == "routing":
+        return run_routing, "routing-quick" if options.quick else "routing"
     if options.study == "observability":
         return run_observability, "observability-quick" if options.quick else "observability"
     if options.study == "profile":
@@ -140,6 +144,11 @@ def run_observability(quick: bool, command: str) -> tuple[dict[str, Any], str]:
     groups = ("observability",)
     document = options_study.run_options_study(quick, choose_pinning(), groups)
     return document, options_study.markdown(document, command)
+
+
+def run_routing(quick: bool, command: str) -> tuple[dict[str, Any], str]:
+    document = routing_study.run_routing_study(quick, choose_pinning())
+    return document, routing_study.markdown(document, command)
 
 
 def run_profile(quick: bool, command: str) -> tuple[dict[str, Any], str]:

@@ -30,7 +30,7 @@ from mitmproxy.proxy.layers.http import (  # type: ignore[attr-defined]  # not i
 from mitmproxy.test import tflow
 
 from sidecar_dispatcher import Dispatcher
-from sidecar_dispatcher.testing.configs import dispatch_config
+from sidecar_dispatcher.testing.configs import dispatch_config, many_routes
 
 # Admin port 0: metrics on, on a port nobody asks; the listener is never started here.
 SETTINGS = {
@@ -42,11 +42,17 @@ SETTINGS = {
 }
 
 
-async def measure(rounds: int, flows: int) -> dict[str, float]:
+CONFIGS = {"seed": 0, "routes100": 100}
+
+
+async def measure(rounds: int, flows: int, config_name: str = "seed") -> dict[str, float]:
     """Median microseconds per request of each setting."""
     folder = Path(tempfile.mkdtemp(prefix="hook-cost-"))
     config = folder / "config.yaml"
-    config.write_text(dispatch_config("http://127.0.0.1:8081", qa="http://127.0.0.1:8082"))
+    text = dispatch_config("http://127.0.0.1:8081", qa="http://127.0.0.1:8082")
+    if CONFIGS[config_name]:
+        text += many_routes(CONFIGS[config_name])
+    config.write_text(text)
     opts = options.Options()
     lean = master.Master(opts, event_loop=asyncio.get_running_loop(), with_termlog=False)
     lean._legacy_log_events.uninstall()  # as the runner does
@@ -86,8 +92,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--flows", type=int, default=2000)
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="seed")
     arguments = parser.parse_args()
-    print(json.dumps(asyncio.run(measure(arguments.rounds, arguments.flows))))
+    costs = asyncio.run(measure(arguments.rounds, arguments.flows, arguments.config))
+    print(json.dumps(costs))
 
 
 if __name__ == "__main__":

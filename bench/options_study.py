@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any
 
+from sidecar_dispatcher.testing.configs import many_routes
+
 from .environment import Bench
 from .machine import describe, describe_markdown
 from .measure import CLOSE, KEEPALIVE, throughput_rounds
@@ -150,10 +152,21 @@ OBSERVABILITY_VARIANTS = (
         env={"SIDECAR_ADMIN": "127.0.0.1:0", "SIDECAR_ACCESS_LOG": "json"},
     ),
 )
+# What the routes cost the runner: the seed config, and the same with 100 routes tried first.
+ROUTING_VARIANTS = (
+    Peer("runner-seed", "the seed config (baseline)", "runner"),
+    Peer(
+        "runner-routes100",
+        "seed config + 100 routes of mixed matchers, none matching",
+        "runner",
+        extra_config=many_routes(100),
+    ),
+)
 GROUPS = {
     "runner": RUNNER_VARIANTS,
     "mitmdump": MITMDUMP_VARIANTS,
     "observability": OBSERVABILITY_VARIANTS,
+    "routing": ROUTING_VARIANTS,
 }
 OPTION_GROUPS = ("runner", "mitmdump")  # `bench/run.py options`; `observability` runs on its own
 
@@ -239,35 +252,40 @@ keep-alive request measured above ({runner_us:.0f} µs = proxy cores ÷ req/s).
 """
 
 
+def group_table(variants: dict[str, Any]) -> str:
+    """One group's variants: throughput both ways, against the group's first row."""
+    baseline = next(iter(variants.values()))
+    rows = []
+    for name, found in variants.items():
+        keep, close = found["keepalive"], found["close"]
+        rows.append(
+            [
+                f"`{name}`",
+                found["label"],
+                f"{keep['rate']:,.0f} ({keep['rate_min']:,.0f}–{keep['rate_max']:,.0f})",
+                f"{keep['rate'] / baseline['keepalive']['rate']:.2f}×",
+                f"{close['rate']:,.0f} ({close['rate_min']:,.0f}–{close['rate_max']:,.0f})",
+                f"{close['rate'] / baseline['close']['rate']:.2f}×",
+                str(sum(w["errors"] + w["non_2xx"] for w in (keep, close))),
+            ]
+        )
+    header = [
+        "variant",
+        "what",
+        "keep-alive req/s",
+        "×",
+        "new connection per request, req/s",
+        "×",
+        "errors",
+    ]
+    return markdown_table(header, rows)
+
+
 def markdown(document: dict[str, Any], command: str) -> str:
     method = document["method"]
-    sections = []
-    for group, variants in document["groups"].items():
-        baseline = next(iter(variants.values()))
-        rows = []
-        for name, found in variants.items():
-            keep, close = found["keepalive"], found["close"]
-            rows.append(
-                [
-                    f"`{name}`",
-                    found["label"],
-                    f"{keep['rate']:,.0f} ({keep['rate_min']:,.0f}–{keep['rate_max']:,.0f})",
-                    f"{keep['rate'] / baseline['keepalive']['rate']:.2f}×",
-                    f"{close['rate']:,.0f} ({close['rate_min']:,.0f}–{close['rate_max']:,.0f})",
-                    f"{close['rate'] / baseline['close']['rate']:.2f}×",
-                    str(sum(w["errors"] + w["non_2xx"] for w in (keep, close))),
-                ]
-            )
-        header = [
-            "variant",
-            "what",
-            "keep-alive req/s",
-            "×",
-            "new connection per request, req/s",
-            "×",
-            "errors",
-        ]
-        sections.append(f"## {group}\n\n{markdown_table(header, rows)}")
+    sections = [
+        f"## {group}\n\n{group_table(variants)}" for group, variants in document["groups"].items()
+    ]
     body = "\n\n".join(sections)
     return f"""# Option costs ({document["mode"]} mode, {document["generated"]})
 

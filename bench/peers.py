@@ -42,6 +42,8 @@ class Peer:
     # Python run before mitmdump's or the runner's entry point, in the same process: measures a
     # proposed change without making it (the options study only).
     prelude: str = ""
+    # YAML added to the bench's dispatch config for this peer alone (e.g. 100 routes).
+    extra_config: str = ""
 
     @property
     def dispatches(self) -> bool:
@@ -120,6 +122,9 @@ def launch(
     if peer.kind == "nginx":
         process = nginx_process(peer.name, own, dispatcher_http(port, ports), cpus)
         return RunningPeer(peer, port, process.start())
+    if peer.extra_config:
+        config = own / "config.yaml"
+        config.write_text(bench_config(ports) + peer.extra_config)
     common = ["--set", "listen_host=127.0.0.1", "--set", f"confdir={own / 'confdir'}"]
     for option in peer.options:
         common += ["--set", option]

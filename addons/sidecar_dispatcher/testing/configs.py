@@ -68,3 +68,27 @@ def config_text(default: str, rewrites: Mapping[str, Rewrite]) -> str:
         if rewrite.destination is not None:
             lines.append(f"    destination: {rewrite.destination}")
     return "\n".join(lines) + "\n"
+
+
+def many_routes(count: int) -> str:
+    """A `routes:` section of `count` routes of every matcher kind, to add to a config: none
+    matches a request with `environment: qa` (or dev), so every route is tried before the
+    rewrites. The benchmark's "100 routes" config."""
+    routes = []
+    kinds = (
+        "headers: {{x-user-{n}: alice}}",
+        "headers: {{environment: {{one_of: [qa-{n}, staging-{n}]}}}}",
+        'headers: {{x-tenant: {{prefix: "eu-{n}-"}}}}',
+        'headers: {{x-session: {{regex: "^[a-f0-9]{{8}}-{n}$"}}}}',
+        "headers: {{x-debug-{n}: {{present: true}}}}",
+        "path: {{prefix: /api/{n}/}}",
+        "{{methods: [PUT], path: {{regex: '^/v{n}/'}}}}",
+    )
+    for number in range(count):
+        match = kinds[number % len(kinds)].format(n=number)
+        if not match.startswith("{"):
+            match = "{" + match + "}"
+        routes.append(
+            f"  - {{name: r{number}, match: {match}, destination: http://127.0.0.1:8083}}"
+        )
+    return "routes:\n" + "\n".join(routes) + "\n"
