@@ -158,7 +158,7 @@ class Match:
         if self.path is not None and not self.path.holds(request.path):
             return False
         headers = request.headers
-        for condition in self.headers:  # a loop, not all(): no generator per route
+        for condition in self.headers:  # noqa: SIM110 - a loop, not all(): no generator per route
             if not condition.test(headers.get(condition.name)):
                 return False
         return True
