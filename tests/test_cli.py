@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from importlib import metadata
@@ -184,3 +185,227 @@ def test_the_command_and_the_workers_supervisor_do_not_load_mitmproxy() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+# --- routes and unmatched
+
+ROUTES = Path(__file__).resolve().parent / "fixtures" / "good-configs" / "routes.yaml"
+
+
+def test_validate_without_routes_prints_what_it_always_did(write_config: WriteConfig) -> None:
+    path = write_config(CONFIG)
+    assert run("validate", str(path)).stdout == (
+        f"{path}: OK\n"
+        "  key:         environment\n"
+        "  default:     http://default.test:8081\n"
+        "  rules:       2\n"
+        "    dev  → http://dev.test:8082/base  patches: Host, dispatched\n"
+        "    qa   → http://default.test:8081 (default)  patches: dispatched\n"
+    )
+
+
+def test_validate_lists_the_routes_in_order_before_the_rules() -> None:
+    result = run("validate", str(ROUTES))
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines()[1:] == [
+        "  key:         environment",
+        "  default:     http://default.test:8081",
+        "  routes:      3, tried in order before the rules",
+        "    1. health",
+        "       match:        path exact '/health' and method GET or HEAD",
+        "       destination:  http://health.test:8080",
+        "    2. canary",
+        "       match:        x-tenant prefix 'eu-' and path prefix '/api/'",
+        "       split:        weight 90  → http://stable.test:8080",
+        "                     weight 10  → http://canary.test:8080",
+        "                     sticky on x-user",
+        "       path:         /api/ → /v2/",
+        "       request:      remove Authorization; set X-Env; append Via",
+        "       response:     remove Server; set X-Served-By",
+        "       timeout:      2.5 s",
+        "       mirror:       http://shadow.test:8080 (100% of requests)",
+        "    3. development",
+        "       match:        environment one of 'development', 'devel'",
+        "       destination:  http://dev.test:8082",
+        "  rules:       1",
+        "    dev  → http://dev.test:8082  patches: dispatched",
+    ]
+
+
+def test_validate_describes_every_kind_of_match_and_the_unmatched_answer(
+    write_config: WriteConfig,
+) -> None:
+    path = write_config("""
+        key: environment
+        unmatched: {status: 421, body: "no route\\n"}
+        routes:
+          - name: kinds
+            match:
+              headers:
+                X-User: alice
+                x-session: {regex: "^[a-f0-9]{8}$"}
+                x-debug: {present: true}
+                x-probe: {present: false}
+              path: {regex: "^/v[0-9]+/"}
+              methods: [post, GET]
+            destination: http://kinds.test
+          - name: random
+            split:
+              - {destination: http://a.test, weight: 1}
+              - {destination: http://b.test, weight: 1000}
+          - name: last
+            destination: http://last.test
+    """)
+    lines = run("validate", str(path)).stdout.splitlines()
+    assert lines[2] == "  default:     none (see unmatched)"
+    assert lines[5] == (
+        "       match:        x-user exact 'alice' and x-session regex '^[a-f0-9]{8}$' and "
+        "x-debug present and x-probe absent and path regex '^/v[0-9]+/' and method GET or POST"
+    )
+    assert lines[7:12] == [
+        "    2. random",
+        "       match:        every request",
+        "       split:        weight 1     → http://a.test",
+        "                     weight 1000  → http://b.test",
+        "                     random by weight",
+    ]
+    assert lines[12] == "                     so nothing after this route is used"
+    assert lines[-2:] == [
+        "  rules:       0",
+        "  unmatched:   421 from the sidecar, body 'no route\\n'",
+    ]
+
+
+def test_validate_says_a_route_without_destination_uses_the_default(
+    write_config: WriteConfig,
+) -> None:
+    path = write_config("""
+        key: environment
+        destination: http://default.test
+        routes:
+          - name: edits
+            match: {headers: {x-edit: {present: true}}}
+            append: [{key: Via, val: sidecar}]
+    """)
+    assert "       destination:  http://default.test (default)" in run("validate", str(path)).stdout
+
+
+def explain_routes(*arguments: str) -> list[str]:
+    return run("explain", "--config", str(ROUTES), *arguments).stdout.splitlines()
+
+
+def test_explain_a_route_with_a_sticky_split_and_everything_it_does() -> None:
+    assert explain_routes(
+        "-H",
+        "x-tenant: eu-west",
+        "-H",
+        "x-user: ray",
+        "-H",
+        "Authorization: Bearer t",
+        "-H",
+        "Via: 1.1 edge",
+        "/api/items?id=7",
+    ) == [
+        "route:        canary (route canary matched, split member 2 of 2 (sticky on x-user))",
+        "split:        member 2 of 2, weight 10 of 100: sticky on x-user, so every request with "
+        "x-user: ray goes there",
+        "destination:  http://canary.test:8080",
+        "upstream:     GET http://canary.test:8080/v2/items?id=7",
+        "headers:",
+        "  x-tenant: eu-west",
+        "  x-user: ray",
+        "  Via: 1.1 edge",
+        "  Host: canary.test:8080",
+        "  X-Forwarded-For: 127.0.0.1",
+        "  X-Env: eu",
+        "  Via: sidecar",
+        "response:     remove Server; set X-Served-By: canary",
+        "timeout:      2.5 s for the response headers, else 504 from the sidecar",
+        "mirror:       http://shadow.test:8080 (100% of requests): a copy of this request goes "
+        "there, its response discarded",
+    ]
+
+
+def test_explain_verbose_says_why_each_earlier_route_did_not_match() -> None:
+    request = ("-H", "x-tenant: eu-west", "-H", "x-user: alice", "/api/items")
+    quiet = explain_routes(*request)
+    assert quiet[0].startswith("route:        canary (")
+    verbose = explain_routes("-v", *request)
+    assert verbose[0] == "not matched:  health: path exact '/health' does not match '/api/items'"
+    assert verbose[1:] == quiet
+    to_the_rule = explain_routes("--verbose", "-X", "POST", "-H", "environment: dev", "/health")
+    assert to_the_rule[:5] == [
+        "not matched:  health: method POST not in GET, HEAD",
+        "              canary: path prefix '/api/' does not match '/health'; "
+        "x-tenant prefix 'eu-' does not hold",
+        "              development: environment one of 'development', 'devel' does not hold",
+        "rule:         dev (environment: dev)",
+        "destination:  http://dev.test:8082",
+    ]
+    assert not any(line.startswith(("split:", "response:", "timeout:")) for line in to_the_rule)
+
+
+def test_explain_passes_the_method_to_the_routes() -> None:
+    assert explain_routes("-X", "HEAD", "/health")[:3] == [
+        "route:        health (route health matched)",
+        "destination:  http://health.test:8080",
+        "upstream:     HEAD http://health.test:8080/health",
+    ]
+    assert explain_routes("-X", "DELETE", "/health")[0] == (
+        "rule:         default (no environment header)"
+    )
+
+
+def test_explain_a_split_without_its_sticky_header_draws_by_weight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(random, "random", lambda: 0.95)  # the last 10 of 100: the canary
+    lines = explain_routes("-H", "x-tenant: eu-1", "/api/")
+    assert lines[:3] == [
+        "route:        canary (route canary matched, split member 2 of 2 (by weight))",
+        "split:        member 2 of 2, weight 10 of 100: no x-user header to stick on, "
+        "so drawn by weight",
+        "destination:  http://canary.test:8080",
+    ]
+
+
+def test_explain_a_split_without_sticky_and_a_mirror_that_skips_this_request(
+    write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config("""
+        key: environment
+        destination: http://default.test
+        routes:
+          - name: canary
+            split:
+              - {destination: http://stable.test, weight: 3}
+              - {destination: http://canary.test, weight: 1}
+            mirror: {destination: http://shadow.test, percent: 25}
+    """)
+    monkeypatch.setattr(random, "random", lambda: 0.5)
+    lines = run("explain", "--config", str(path), "/").stdout.splitlines()
+    assert (
+        lines[1] == "split:        member 1 of 2, weight 3 of 4: drawn by weight for each request"
+    )
+    assert lines[-1] == (
+        "mirror:       http://shadow.test (25% of requests): this request is not copied "
+        "(drawn for each request)"
+    )
+
+
+def test_explain_the_unmatched_answer(write_config: WriteConfig) -> None:
+    path = write_config("""
+        key: environment
+        unmatched: {status: 404, body: "no route\\n"}
+        routes:
+          - name: api
+            match: {path: {prefix: /api/}}
+            destination: http://api.test
+    """)
+    result = run("explain", "--config", str(path), "-v", "-H", "environment: prod", "/web")
+    assert result.stdout.splitlines() == [
+        "not matched:  api: path prefix '/api/' does not match '/web'",
+        "rule:         unmatched (no rule for environment: prod)",
+        "answer:       404 from the sidecar, body 'no route\\n' (unmatched)",
+        "upstream:     nothing is sent",
+    ]

@@ -293,6 +293,19 @@ def test_the_seed_config_has_no_routes_and_keeps_its_meaning() -> None:
             "routes[0].mirror.percent: expected a number more than 0 and at most 100",
         ),
         ("routes: [{name: a, destnation: http://b}]", "did you mean 'destination'?"),
+        (
+            "routes: [{name: a, append: [{key: host, val: b}]}]",
+            "routes[0].append[0].key: Host cannot be appended to",
+        ),
+        (
+            "routes: [{name: a, match: {headers: {x-user: ' alice'}}}]",
+            "has surrounding spaces or tabs, which no request value keeps",
+        ),
+        (
+            "routes: [{name: a, match: {headers: {x: {one_of: [a, 'b ']}}}}]",
+            "routes[0].match.headers.x.one_of[1]: 'b ' has surrounding spaces",
+        ),
+        ("unmatched: {status: 204, body: gone}", "unmatched.body: a 204 response has no body"),
     ],
 )
 def test_bad_routes_are_refused_with_their_place(text: str, message: str) -> None:
@@ -307,3 +320,29 @@ def test_without_a_default_every_rule_needs_a_destination() -> None:
         parse_config("key: e\nunmatched: {status: 404}\nrewrites: {dev: {}}\n", "u.yaml")
     with pytest.raises(ConfigError, match="missing required key 'destination'"):
         parse_config("key: e\nrewrites: {dev: {}}\n", "u.yaml")
+
+
+def test_present_takes_every_yaml_boolean_spelling() -> None:
+    rules = parse_config(
+        "key: e\ndestination: http://d.test\nroutes:\n"
+        "  - {name: a, match: {headers: {x-a: {present: yes}}}}\n"
+        "  - {name: b, match: {headers: {x-b: {present: off}}}}\n",
+        "yaml11.yaml",
+    )
+    assert decide(("x-a", "1"), rules=rules).rule == "a"
+    assert decide(("x-b", "1"), rules=rules).rule is None  # b wants x-b absent
+
+
+def test_numbers_are_read_as_yaml_reads_them() -> None:
+    rules = parse_config(
+        "key: e\ndestination: http://d.test\nroutes:\n  - {name: a, timeout: 010}\n", "n.yaml"
+    )
+    assert rules.routes[0].timeout == 8.0  # YAML 1.1 octal, as the schema and editors read it
+
+
+def test_aliases_cannot_multiply_route_items_without_bound() -> None:
+    headers = "{" + ", ".join(f"x-h{n}: v" for n in range(300)) + "}"
+    routes = "\n".join(f"  - {{name: r{n}, match: {{headers: *h}}}}" for n in range(200))
+    text = f"key: e\ndestination: http://d.test\nanchor: &h {headers}\nroutes:\n{routes}\n"
+    with pytest.raises(ConfigError, match="more than 50000 route conditions"):
+        parse_config(text, "bomb.yaml")

@@ -1,5 +1,9 @@
 """The JSON Schema and the loader agree: both accept every config in the repository and
-both reject every bad config of the catalogue, the loader with the problems the file expects."""
+both reject every bad config of the catalogue, the loader with the problems the file expects.
+
+A few checks are beyond what a JSON Schema can say (comparing values across the document,
+RE2's syntax, header names equal but for case): LOADER_ONLY names the fixtures only the loader
+rejects, and why; the schema must accept exactly those, so that the list stays true."""
 
 from __future__ import annotations
 
@@ -19,6 +23,15 @@ from .bad_configs import CATALOGUE, BadConfig
 REPOSITORY = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPOSITORY / "addons" / "sidecar_dispatcher" / "config.schema.json"
 SKIPPED_FOLDERS = {".venv", ".git", "fixtures", "node_modules"}
+
+# Bad configs the schema accepts: what it cannot express, by fixture.
+LOADER_ONLY = {
+    "route-name-duplicate": "route names are unique: no JSON Schema keyword compares values",
+    "route-name-also-a-rule": "a route name may not also be a key of rewrites",
+    "route-regex-not-re2": "RE2's syntax (a backreference here) is not a JSON Schema format",
+    "route-path-regex-not-re2": "RE2's syntax (a lookahead here) is not a JSON Schema format",
+    "route-header-matched-twice": "header names differing only in case are different keys",
+}
 
 
 def repository_configs() -> list[Path]:
@@ -70,7 +83,9 @@ def test_the_schema_is_a_valid_json_schema() -> None:
 def test_the_repository_has_configs_to_compare() -> None:
     names = {path.name for path in repository_configs()}
     assert {"config.yaml", "everything.yaml", "original-readme.yaml"} <= names
-    assert len(CATALOGUE) >= 40
+    assert {"routes.yaml", "routes-everything.yaml", "unmatched-only.yaml"} <= names
+    assert len(CATALOGUE) >= 80
+    assert set(LOADER_ONLY) <= {case.name for case in CATALOGUE}
 
 
 @pytest.mark.parametrize("path", repository_configs(), ids=lambda p: str(p.relative_to(REPOSITORY)))
@@ -80,7 +95,7 @@ def test_schema_and_loader_accept_every_repository_config(path: Path) -> None:
 
 
 @pytest.mark.parametrize("case", CATALOGUE, ids=lambda case: case.name)
-def test_loader_reports_what_each_bad_config_expects_and_the_schema_rejects_it(
+def test_loader_reports_what_each_bad_config_expects_and_the_schema_rejects_it_unless_it_cannot(
     case: BadConfig,
 ) -> None:
     assert case.expected, f"{case.path} has no '# expect: LINE:COL: message' comment"
@@ -90,7 +105,7 @@ def test_loader_reports_what_each_bad_config_expects_and_the_schema_rejects_it(
     assert len(reported) == len(case.expected), reported
     for problem, expected in zip(reported, case.located(), strict=True):
         assert problem.startswith(expected), problem
-    assert not schema_accepts(case.path)
+    assert schema_accepts(case.path) == (case.name in LOADER_ONLY), LOADER_ONLY.get(case.name)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ HEADER_KINDS = ("one_of", "prefix", "regex", "present")
 PATH_KINDS = ("exact", "prefix", "regex")
 
 _TAG = "tag:yaml.org,2002:"
+YAML_TRUE = frozenset({"true", "yes", "on", "y"})
 
 
 class MatchReader:
@@ -29,6 +30,7 @@ class MatchReader:
         if "headers" in fields:
             seen: set[str] = set()
             for name_node, value_node in self.reader.pairs(fields["headers"], f"{path}.headers"):
+                self.reader.count_item(name_node, f"{path}.headers")
                 name = self.reader.header_name(name_node, f"{path}.headers")
                 if name is None:
                     continue
@@ -52,7 +54,7 @@ class MatchReader:
     def header_condition(self, name: str, node: yaml.Node, path: str) -> HeaderCondition | None:
         """`name: value` (exact), or `name: {one_of | prefix | regex | present: …}`."""
         if isinstance(node, yaml.ScalarNode) and not is_null(node):
-            value = self.reader.header_value(node, path)
+            value = self.matchable_value(node, path)
             return HeaderCondition(name, "exact", (value,)) if value is not None else None
         kind, value_node = self.one_of_kinds(node, path, HEADER_KINDS)
         if kind is None or value_node is None:
@@ -68,7 +70,9 @@ class MatchReader:
         self, name: str, kind: str, node: yaml.Node, path: str
     ) -> HeaderCondition | None:
         """`prefix` or `regex`: one text."""
-        text = self.reader.header_value(node, path)
+        text = self.reader.header_value(node, path) if kind == "regex" else None
+        if kind == "prefix":
+            text = self.matchable_value(node, path)
         if text is None:
             return None
         if kind == "prefix":
@@ -80,13 +84,18 @@ class MatchReader:
         if node.tag != f"{_TAG}bool":
             self.reader.expected(node, path, "true or false")
             return None
-        return HeaderCondition(name, "present", present=node.value.lower() == "true")
+        # YAML 1.1 booleans, as the schema and every YAML tool read them: yes/on/true/y.
+        present = node.value.lower() in YAML_TRUE
+        return HeaderCondition(name, "present", present=present)
 
     def one_of(self, name: str, node: yaml.Node, path: str) -> HeaderCondition | None:
         if not isinstance(node, yaml.SequenceNode) or not node.value:
             self.reader.expected(node, path, "a list of values")
             return None
-        values = [self.reader.header_value(item, path) for item in node.value]
+        values = []
+        for index, item in enumerate(node.value):
+            self.reader.count_item(item, f"{path}[{index}]")
+            values.append(self.matchable_value(item, f"{path}[{index}]"))
         if None in values:
             return None
         return HeaderCondition(name, "one_of", tuple(v for v in values if v is not None))
@@ -113,10 +122,20 @@ class MatchReader:
             return None
         methods = set()
         for index, item in enumerate(node.value):
+            self.reader.count_item(item, f"{path}[{index}]")
             method = self.reader.header_name(item, f"{path}[{index}]")  # a method is a token
             if method is not None:
                 methods.add(method.upper())
         return frozenset(methods)
+
+    def matchable_value(self, node: yaml.Node, path: str) -> str | None:
+        """A header value to compare with; request values are trimmed, so these must be too."""
+        text = self.reader.header_value(node, path)
+        if text is not None and text != text.strip(" \t"):
+            message = f"{text!r} has surrounding spaces or tabs, which no request value keeps"
+            self.reader.problem(node, path, message + ": it could never match")
+            return None
+        return text
 
     def one_of_kinds(
         self, node: yaml.Node, path: str, kinds: tuple[str, ...]

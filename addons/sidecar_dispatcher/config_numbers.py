@@ -1,15 +1,21 @@
 """Numbers in a config: whole numbers and decimals within bounds, or a located problem.
 
-weight = whole_number(reader, node, "routes[0].split[1].weight", 1, 1_000_000)
+    weight = whole_number(reader, node, "routes[0].split[1].weight", 1, 1_000_000)
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
 
 from .config_reader import ConfigReader
 
 _TAG = "tag:yaml.org,2002:"
+# YAML's own reading of a number (0x10, 0o17, 1_000, YAML 1.1's 010 = 8), as the schema and
+# every YAML tool read it.
+_YAML = SafeConstructor()
 
 
 def whole_number(
@@ -18,8 +24,8 @@ def whole_number(
     """An integer from `low` to `high`, else None (a problem is reported)."""
     if isinstance(node, yaml.ScalarNode) and node.tag == f"{_TAG}int":
         try:
-            value = int(node.value, 0)
-        except ValueError:
+            value: int | None = _YAML.construct_yaml_int(node)
+        except (ConstructorError, ValueError):
             value = None
         if value is not None and low <= value <= high:
             return value
@@ -32,9 +38,12 @@ def number(
 ) -> float | None:
     """A number more than `above` and at most `high`, else None (a problem is reported)."""
     if isinstance(node, yaml.ScalarNode) and node.tag in (f"{_TAG}int", f"{_TAG}float"):
+        construct: Callable[[yaml.ScalarNode], object] = (
+            _YAML.construct_yaml_int if node.tag.endswith("int") else _YAML.construct_yaml_float
+        )
         try:
-            value = float(node.value)
-        except ValueError:
+            value: float | None = float(construct(node))  # type: ignore[arg-type]
+        except (ConstructorError, ValueError):
             value = None
         if value is not None and above < value <= high:
             return value

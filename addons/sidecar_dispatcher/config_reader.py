@@ -23,6 +23,7 @@ from .rules import Destination, HeaderPatch, Rule, RuleSet
 # time: these bound the time and memory a hostile file can cost.
 MAX_RULES = 10_000
 MAX_PATCHES = 10_000  # header patches in all rules together
+MAX_ITEMS = 50_000  # route conditions, values, methods, removals and split members together
 MAX_PROBLEMS = 100  # reported; more are summarised in one line
 
 TOP_LEVEL_KEYS = ("key", "destination", "rewrites", "routes", "unmatched")
@@ -59,6 +60,8 @@ class ConfigReader:
         self.source = source
         self.problems: list[Problem] = []
         self.patches_read = 0
+        self.items_read = 0
+        self.rule_nodes: dict[str, yaml.Node] = {}  # where each rule is, for later problems
 
     def sorted_problems(self) -> list[Problem]:
         problems = sorted(self.problems, key=lambda p: (p.line, p.column))
@@ -102,12 +105,11 @@ class ConfigReader:
         routes = route_reader.routes(fields["routes"]) if "routes" in fields else ()
         if "unmatched" in fields:
             unmatched = route_reader.unmatched(fields["unmatched"])
-        for name, node in route_reader.name_nodes.items():
+        for name, (node, path) in route_reader.name_nodes.items():
             if name in rules:
-                self.problem(node, "routes", f"route name {name!r} is also a rule in rewrites")
+                self.problem(node, path, f"route name {name!r} is also a rule in rewrites")
         if "destination" not in fields and "unmatched" in fields:
-            node = fields.get("routes") or fields.get("rewrites") or root
-            route_reader.nowhere_to_go(rules, routes, node)
+            route_reader.nowhere_to_go(rules, routes)
         if self.problems or key is None or (default is None and unmatched is None):
             raise ConfigError(self.sorted_problems())
         return RuleSet(
@@ -137,6 +139,7 @@ class ConfigReader:
             if "destination" in fields:
                 destination = self.destination(fields["destination"], f"{path}.destination")
             rules[name] = Rule(name=name, patches=patches, destination=destination)
+            self.rule_nodes[name] = name_node
         return rules
 
     def patches(self, node: yaml.Node, path: str) -> tuple[HeaderPatch, ...]:
@@ -282,6 +285,13 @@ class ConfigReader:
                 self.problem(key_node, key_path, f"duplicate key, already defined on {where}")
                 continue
             yield key_node, value_node
+
+    def count_item(self, node: yaml.Node, path: str) -> None:
+        """One more route item; stops at MAX_ITEMS, an alias counting each time it is used."""
+        self.items_read += 1
+        if self.items_read > MAX_ITEMS:
+            message = f"more than {MAX_ITEMS} route conditions, values and edits in all"
+            raise TooLarge(node, path, message + " (an alias counts each time it is used)")
 
     def expected(self, node: yaml.Node, path: str, what: str) -> None:
         self.problem(node, path, f"expected {what}, got {kind_of(node)}")

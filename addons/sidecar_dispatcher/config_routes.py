@@ -43,6 +43,7 @@ ROUTE_KEYS = (
 )
 MAX_ROUTES = 10_000
 MAX_TIMEOUT = 3600.0  # seconds: an hour; longer is a mistake, not a timeout
+NO_BODY_STATUSES = frozenset({204, 205, 304})  # RFC 9110 §15.3.5, §15.3.6, §15.4.5
 
 
 class RouteReader:
@@ -50,7 +51,8 @@ class RouteReader:
 
     def __init__(self, reader: ConfigReader) -> None:
         self.reader = reader
-        self.name_nodes: dict[str, yaml.Node] = {}  # for names clashing with rewrites
+        # Where each route's name is (node, key path): for clashes and later problems.
+        self.name_nodes: dict[str, tuple[yaml.Node, str]] = {}
 
     def routes(self, node: yaml.Node) -> tuple[Route, ...]:
         if is_null(node):
@@ -60,6 +62,7 @@ class RouteReader:
             return ()
         routes = []
         for index, item in enumerate(node.value[:MAX_ROUTES]):
+            self.reader.count_item(item, f"routes[{index}]")
             route = self.route(item, f"routes[{index}]")
             if route is not None:
                 routes.append(route)
@@ -117,24 +120,26 @@ class RouteReader:
         if text is None:
             return None
         if not text.strip() or text != text.strip() or not text.isprintable():
-            self.reader.problem(node, path, f"{text!r} is not a usable route name")
+            why = "printable, without surrounding spaces: it is shown in logs and metrics"
+            self.reader.problem(node, path, f"route name {text!r} is not usable ({why})")
             return None
         if text in self.name_nodes:
-            line = self.name_nodes[text].start_mark.line + 1
+            line = self.name_nodes[text][0].start_mark.line + 1
             self.reader.problem(node, path, f"route name {text!r} is already used on line {line}")
             return None
-        self.name_nodes[text] = node
+        self.name_nodes[text] = (node, path)
         return text
 
     # --- where to, and what changes
 
     def split(self, node: yaml.Node, path: str) -> Split | None:
         if not isinstance(node, yaml.SequenceNode) or not node.value:
-            self.reader.expected(node, path, "a list of {destination, weight}")
+            self.reader.expected(node, path, "a non-empty list of {destination, weight}")
             return None
         members = []
         for index, item in enumerate(node.value):
             where = f"{path}[{index}]"
+            self.reader.count_item(item, where)
             fields = self.reader.mapping(
                 item, where, ("destination", "weight"), ("destination", "weight")
             )
@@ -156,7 +161,12 @@ class RouteReader:
             edits.extend(self.reader.patches(fields["patch"], f"{path}.patch"))
         if "append" in fields:
             appended = self.reader.patches(fields["append"], f"{path}.append")
-            edits.extend(HeaderAppend(patch.name, patch.value) for patch in appended)
+            for index, patch in enumerate(appended):
+                if patch.name.lower() == "host":  # two Host fields: servers must answer 400
+                    where = f"{path}.append[{index}].key"
+                    self.reader.problem(fields["append"], where, "Host cannot be appended to")
+                    continue
+                edits.append(HeaderAppend(patch.name, patch.value))
         return tuple(edits)
 
     def removals(self, node: yaml.Node, path: str) -> list[HeaderRemoval]:
@@ -165,6 +175,7 @@ class RouteReader:
             return []
         removals = []
         for index, item in enumerate(node.value):
+            self.reader.count_item(item, f"{path}[{index}]")
             name = self.reader.header_name(item, f"{path}[{index}]")
             if name is None:
                 continue
@@ -221,18 +232,21 @@ class RouteReader:
         body: str | None = ""
         if "body" in fields:  # any text, line breaks included
             body = self.reader.scalar(fields["body"], "unmatched.body", 'a text (use "" for none)')
+        if status in NO_BODY_STATUSES and body:
+            message = f"a {status} response has no body: leave out body, or choose another status"
+            self.reader.problem(fields["body"], "unmatched.body", message)
+            return None
         if status is None or body is None:
             return None
         return Unmatched(status, body)
 
-    def nowhere_to_go(
-        self, rules: dict[str, Rule], routes: tuple[Route, ...], node: yaml.Node
-    ) -> None:
+    def nowhere_to_go(self, rules: dict[str, Rule], routes: tuple[Route, ...]) -> None:
         """Without a default destination, every rule and route must name its own."""
         message = "needs a destination: the config has no default destination (unmatched)"
         for name, rule in rules.items():
             if rule.destination is None:
-                self.reader.problem(node, f"rewrites.{name}", message)
-        for index, route in enumerate(routes):
+                self.reader.problem(self.reader.rule_nodes[name], f"rewrites.{name}", message)
+        for route in routes:
             if route.destination is None and route.split is None:
-                self.reader.problem(node, f"routes[{index}]", message)
+                node, path = self.name_nodes[route.name]
+                self.reader.problem(node, path.removesuffix(".name"), message)
