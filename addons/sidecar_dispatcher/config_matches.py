@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import yaml
 
-from .config_reader import ConfigReader, is_null
+from .config_reader import ConfigReader
 from .routes import HeaderCondition, Match, PathCondition, Pattern, compile_regex
+from .yaml_nodes import TAG, is_null
 
 MATCH_KEYS = ("headers", "path", "methods")
 HEADER_KINDS = ("one_of", "prefix", "regex", "present")
 PATH_KINDS = ("exact", "prefix", "regex")
 
-_TAG = "tag:yaml.org,2002:"
 YAML_TRUE = frozenset({"true", "yes", "on", "y"})
 
 
@@ -81,7 +81,7 @@ class MatchReader:
         return HeaderCondition(name, "regex", (text,), regex=regex) if regex else None
 
     def presence(self, name: str, node: yaml.Node, path: str) -> HeaderCondition | None:
-        if node.tag != f"{_TAG}bool":
+        if node.tag != f"{TAG}bool":
             self.reader.expected(node, path, "true or false")
             return None
         # YAML 1.1 booleans, as the schema and every YAML tool read them: yes/on/true/y.

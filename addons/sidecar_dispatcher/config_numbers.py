@@ -1,6 +1,8 @@
 """Numbers in a config: whole numbers and decimals within bounds, or a located problem.
 
     weight = whole_number(reader, node, "routes[0].split[1].weight", 1, 1_000_000)
+
+Numbers are read as YAML reads them, so that the loader, the schema and editors agree.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 
 from .config_reader import ConfigReader
+from .yaml_nodes import TAG
 
-_TAG = "tag:yaml.org,2002:"
 # YAML's own reading of a number (0x10, 0o17, 1_000, YAML 1.1's 010 = 8), as the schema and
 # every YAML tool read it.
 _YAML = SafeConstructor()
@@ -22,7 +24,7 @@ def whole_number(
     reader: ConfigReader, node: yaml.Node, path: str, low: int, high: int
 ) -> int | None:
     """An integer from `low` to `high`, else None (a problem is reported)."""
-    if isinstance(node, yaml.ScalarNode) and node.tag == f"{_TAG}int":
+    if isinstance(node, yaml.ScalarNode) and node.tag == f"{TAG}int":
         try:
             value: int | None = _YAML.construct_yaml_int(node)
         except (ConstructorError, ValueError):
@@ -37,7 +39,7 @@ def number(
     reader: ConfigReader, node: yaml.Node, path: str, above: float, high: float
 ) -> float | None:
     """A number more than `above` and at most `high`, else None (a problem is reported)."""
-    if isinstance(node, yaml.ScalarNode) and node.tag in (f"{_TAG}int", f"{_TAG}float"):
+    if isinstance(node, yaml.ScalarNode) and node.tag in (f"{TAG}int", f"{TAG}float"):
         construct: Callable[[yaml.ScalarNode], object] = (
             _YAML.construct_yaml_int if node.tag.endswith("int") else _YAML.construct_yaml_float
         )

@@ -18,6 +18,7 @@ from .destinations import parse_destination
 from .headers import FRAMING_HEADERS, header_name_problem, header_value_problem
 from .problems import ConfigError, Problem
 from .rules import Destination, HeaderPatch, Rule, RuleSet
+from .yaml_nodes import SCALAR_TAGS, TAG, is_null, kind_of, unknown_key_message
 
 # Aliases are never expanded, but a rule or patch list reached through an alias counts each
 # time: these bound the time and memory a hostile file can cost.
@@ -29,9 +30,6 @@ MAX_PROBLEMS = 100  # reported; more are summarised in one line
 TOP_LEVEL_KEYS = ("key", "destination", "rewrites", "routes", "unmatched")
 RULE_KEYS = ("patch", "destination")
 PATCH_KEYS = ("key", "val")
-
-_TAG = "tag:yaml.org,2002:"
-_SCALAR_TAGS = {f"{_TAG}{name}" for name in ("str", "int", "float", "bool", "timestamp")}
 
 
 def read_rule_set(root: yaml.Node | None, source: str) -> RuleSet:
@@ -225,11 +223,11 @@ class ConfigReader:
         if not isinstance(node, yaml.ScalarNode) or is_null(node):
             self.problem(node, path, f"expected {expected}, got {kind_of(node)}")
             return None
-        if node.tag not in _SCALAR_TAGS:
+        if node.tag not in SCALAR_TAGS:
             self.problem(node, path, f"expected {expected}, got a value tagged {node.tag}")
             return None
         value: str = node.value
-        if node.tag == f"{_TAG}bool" and value.lower() in ("true", "false"):
+        if node.tag == f"{TAG}bool" and value.lower() in ("true", "false"):
             return value.lower()
         return value
 
@@ -260,7 +258,7 @@ class ConfigReader:
             else:
                 close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
                 suggested.update(close)
-                self.problem(key_node, key_path, _unknown_key_message(key, close, known))
+                self.problem(key_node, key_path, unknown_key_message(key, close, known))
         for key in required:
             if key not in fields and key not in suggested:  # a suggestion already said it
                 self.problem(
@@ -299,24 +297,3 @@ class ConfigReader:
     def problem(self, node: yaml.Node, path: str, message: str) -> None:
         mark = node.start_mark
         self.problems.append(Problem(self.source, mark.line + 1, mark.column + 1, path, message))
-
-
-def is_null(node: yaml.Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag == f"{_TAG}null"
-
-
-def kind_of(node: yaml.Node) -> str:
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    if is_null(node):
-        return "nothing (null)"
-    return f"{node.value!r}"
-
-
-def _unknown_key_message(key: str, close: list[str], known: tuple[str, ...]) -> str:
-    expected = ", ".join(repr(k) for k in known)
-    if close:
-        return f"unknown key {key!r}, did you mean {close[0]!r}? (expected one of {expected})"
-    return f"unknown key {key!r} (expected one of {expected})"

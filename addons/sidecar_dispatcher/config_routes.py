@@ -12,7 +12,7 @@ import yaml
 
 from .config_matches import MatchReader
 from .config_numbers import number, whole_number
-from .config_reader import ConfigReader, is_null
+from .config_reader import ConfigReader
 from .headers import FRAMING_HEADERS
 from .routes import (
     HeaderAppend,
@@ -26,6 +26,7 @@ from .routes import (
     Unmatched,
 )
 from .rules import Destination, HeaderPatch, Rule
+from .yaml_nodes import is_null
 
 ROUTE_KEYS = (
     "name",

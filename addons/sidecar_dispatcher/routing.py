@@ -73,6 +73,8 @@ class Decision:
     timeout: float | None = None  # seconds until the response headers must arrive
     mirror: Destination | None = None  # where a copy of this request goes
     answer: Unmatched | None = None  # the sidecar's own answer, sent nowhere
+    split_member: int | None = None  # with a split: the index of the member chosen
+    split_sticky: bool = False  # ... chosen by the sticky header's value, not drawn
 
     @property
     def dispatched(self) -> bool:
@@ -188,17 +190,18 @@ def _routed(
 ) -> Decision:
     reason = f"route {route.name} matched"
     destination = route.destination or rule_set.default
+    index = None
+    sticky = False
     if route.split is not None:
         split = route.split
-        sticky = view.headers.get(split.sticky) if split.sticky else None
-        if sticky is not None:
-            point = stable_hash(sticky) % split.total
-            how = f"sticky on {split.sticky}"
-        else:
-            point = int(chooser() * split.total)
-            how = "by weight"
+        value = view.headers.get(split.sticky) if split.sticky else None
+        sticky = value is not None
+        point = (
+            stable_hash(value) % split.total if value is not None else int(chooser() * split.total)
+        )
         index = split.pick(point)
         destination = split.members[index].destination
+        how = f"sticky on {split.sticky}" if sticky else "by weight"
         reason += f", split member {index + 1} of {len(split.members)} ({how})"
     assert destination is not None  # the config reader refuses a route with nowhere to go
     if route.rewrite_prefix is not None and route.match.path is not None:
@@ -217,6 +220,8 @@ def _routed(
         response_headers=route.response_headers,
         timeout=route.timeout,
         mirror=mirror,
+        split_member=index,
+        split_sticky=sticky,
     )
 
 
