@@ -207,6 +207,9 @@ def test_a_rule_named_like_a_reserved_label_is_warned_about(
     config_path.write_text("key: e\ndestination: http://a.test\nrewrites: {default: {}}\n")
     observed.dispatcher.config.reload("test")
     assert "rule name(s) default are also the labels of the default destination" in caplog.text
+    config_path.write_text("key: e\ndestination: http://a.test\nroutes: [{name: unmatched}]\n")
+    observed.dispatcher.config.reload("test")
+    assert "rule name(s) unmatched are also" in caplog.text
 
 
 def test_no_created_samples_are_exposed(observed: Harness) -> None:

@@ -4,16 +4,27 @@ when an upgrade removes or changes it."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
 import pytest
-from mitmproxy import addonmanager, master, options
-from mitmproxy.proxy import mode_servers
-from mitmproxy.proxy.mode_specs import ReverseMode
+from mitmproxy import addonmanager, connection, http, master, options
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.connection import ConnectionState
+from mitmproxy.proxy import commands, events, mode_servers
+from mitmproxy.proxy.context import Context
+from mitmproxy.proxy.layers.http import HttpLayer, HTTPMode, HttpStream
+from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
+from mitmproxy.test import taddons, tflow
 
 from sidecar_dispatcher import mitmproxy_internals as internals
 from sidecar_dispatcher.addon import Dispatcher
@@ -170,3 +181,424 @@ def test_a_new_master_has_no_open_connections_and_stops_listening(lean: master.M
     assert internals.open_connections(lean) == 0
     lean.event_loop.run_until_complete(internals.stop_listening(lean))
     assert internals.open_connections(lean) == 0
+
+
+# --- the upstream timeout's reaches: noticed when mitmproxy changes them
+
+
+@pytest.mark.parametrize(
+    ("constant", "reach"),
+    [
+        ("STOCK_INJECT_EVENT", "Proxyserver.inject_event()"),
+        ("STOCK_LAYER_PAUSE", "HttpLayer._handle_event"),
+        ("STOCK_HTTP1_CLIENT_SEND", "HttpStream.handle_protocol_error"),
+        ("STOCK_HTTP2_CONNECTION", "HttpStream.handle_protocol_error"),
+        ("STOCK_OPEN_CONNECTION", "ConnectionHandler.open_connection"),
+        ("STOCK_CLOSE_CONNECTION", "ConnectionHandler.open_connection"),
+    ],
+)
+def test_a_rewritten_stock_fragment_is_noticed_and_named(
+    lean: master.Master, monkeypatch: pytest.MonkeyPatch, constant: str, reach: str
+) -> None:
+    fragments = getattr(internals, constant)
+    monkeypatch.setattr(internals, constant, (*fragments, "self.something_else()"))
+    (problem,) = problems_naming(lean, reach)
+    assert problem.endswith("no longer has `self.something_else()`")
+
+
+@pytest.mark.parametrize(
+    ("table", "method", "reach"),
+    [
+        ("STOCK_HTTP_LAYER", "get_connection", "HttpLayer._handle_event"),
+        ("STOCK_HTTP_STREAM", "state_consume_request_body", "HttpStream.handle_protocol_error"),
+    ],
+)
+def test_a_rewritten_http_layer_method_is_noticed_and_named(
+    lean: master.Master, monkeypatch: pytest.MonkeyPatch, table: str, method: str, reach: str
+) -> None:
+    fragments = dict(getattr(internals, table))
+    fragments[method] = (*fragments[method], "yield Other()")
+    monkeypatch.setattr(internals, table, fragments)
+    (problem,) = problems_naming(lean, reach)
+    assert problem.endswith(f"{method} no longer has `yield Other()`")
+
+
+def test_the_fragments_ignore_whitespace_but_keep_their_order() -> None:
+    def example() -> dict[str, int]:
+        values = {
+            "first": 1,
+        }
+        values["second"] = 2
+        return values
+
+    in_order = ('values = {"first": 1,}', 'values["second"] = 2')
+    assert internals._source_lacks(example, in_order) is None
+    assert internals._source_lacks(example, in_order[::-1]) is not None
+
+
+def test_a_replaced_stream_method_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def handle_protocol_error(self: object, event: object) -> Iterator[object]:
+        yield from ()
+
+    monkeypatch.setattr(HttpStream, "handle_protocol_error", handle_protocol_error)
+    problem = internals._check_http_stream(None)  # type: ignore[arg-type]
+    assert problem == "HttpStream.handle_protocol_error is already replaced (or mitmproxy moved it)"
+
+
+def test_a_layer_method_with_another_signature_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
+    stock = internals.stock_method(HttpLayer._handle_event)
+
+    def _handle_event(self: object, event: object, extra: object) -> Iterator[object]:
+        yield from ()
+
+    _handle_event.__qualname__ = stock.__qualname__
+    monkeypatch.setattr(HttpLayer, "_handle_event", _handle_event)
+    problem = internals._check_http_layer(None)  # type: ignore[arg-type]
+    assert problem is not None
+    assert "is not (self, event)" in problem
+
+
+def test_a_method_that_stopped_yielding_commands_is_noticed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stock = internals.stock_method(HttpStream.handle_protocol_error)
+
+    def handle_protocol_error(self: object, event: object) -> None:
+        pass
+
+    handle_protocol_error.__qualname__ = stock.__qualname__
+    monkeypatch.setattr(HttpStream, "handle_protocol_error", handle_protocol_error)
+    problem = internals._check_http_stream(None)  # type: ignore[arg-type]
+    assert problem == "HttpStream.handle_protocol_error is no longer a generator of commands"
+
+
+def test_the_wrappers_are_installed_once_and_keep_the_stock_methods_underneath(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stock_layer = internals.stock_method(HttpLayer._handle_event)
+    stock_stream = internals.stock_method(HttpStream.handle_protocol_error)
+    monkeypatch.setattr(HttpLayer, "_handle_event", stock_layer)
+    monkeypatch.setattr(HttpStream, "handle_protocol_error", stock_stream)
+    internals.answer_overdue_flows()
+    wrapped = HttpLayer._handle_event, HttpStream.handle_protocol_error
+    internals.answer_overdue_flows()
+    assert (HttpLayer._handle_event, HttpStream.handle_protocol_error) == wrapped
+    assert internals.stock_method(HttpLayer._handle_event) is stock_layer
+    assert internals.stock_method(HttpStream.handle_protocol_error) is stock_stream
+    assert internals._check_http_layer(None) is None  # type: ignore[arg-type]
+    assert internals._check_http_stream(None) is None  # type: ignore[arg-type]
+
+
+# --- the upstream timeout's reaches at work: an HttpLayer driven event by event
+#
+# What mitmproxy's ConnectionHandler does around a client connection's layers is played here by
+# hand: hooks complete at once (or when released), connections open at once (or when told),
+# bytes sent are collected. The layers are mitmproxy's own.
+
+UPSTREAM = ("upstream.test", 80)
+REQUEST = b"GET /slow HTTP/1.1\r\nHost: sidecar.test\r\n\r\n"
+
+
+class ClientConnection:
+    """One reverse-mode client connection's HttpLayer, and what it asked the proxy to do."""
+
+    def __init__(
+        self,
+        *,
+        hold_connects: bool = False,
+        upstream_alpn: bytes | None = None,
+        client_alpn: bytes | None = None,
+    ) -> None:
+        opts = options.Options()
+        Proxyserver().load(opts)
+        self.client = connection.Client(
+            peername=("127.0.0.1", 40000),
+            sockname=("127.0.0.1", 5000),
+            timestamp_start=time.time(),
+            state=ConnectionState.OPEN,
+            proxy_mode=ProxyMode.parse("reverse:http://127.0.0.1:8081"),
+            alpn=client_alpn,
+        )
+        context = Context(self.client, opts)
+        context.server.address = ("127.0.0.1", 8081)
+        self.layer = HttpLayer(context, HTTPMode.transparent)
+        self.hold_connects = hold_connects
+        self.upstream_alpn = upstream_alpn
+        self.sent: dict[connection.Connection, bytearray] = collections.defaultdict(bytearray)
+        self.closed: list[connection.Connection] = []
+        self.hooks: list[str] = []
+        self.flows: list[http.HTTPFlow] = []
+        self.held_hooks: list[commands.StartHook] | None = None  # None: hooks complete at once
+        self.connects: list[commands.OpenConnection] = []
+        self.deliveries: list[internals.Delivery] = []
+        self.handle(events.Start())
+
+    def handle(self, first: events.Event) -> None:
+        queue: collections.deque[events.Event] = collections.deque([first])
+        while queue:
+            for command in self.layer.handle_event(queue.popleft()):
+                if isinstance(command, commands.StartHook):
+                    self.hooks.append(command.name)
+                    flow = getattr(command, "flow", None)
+                    if command.name == "requestheaders" and isinstance(flow, http.HTTPFlow):
+                        flow.request.host, flow.request.port = UPSTREAM  # as the router does
+                        self.flows.append(flow)
+                    if self.held_hooks is not None:
+                        self.held_hooks.append(command)
+                    else:
+                        queue.append(events.HookCompleted(command))
+                elif isinstance(command, commands.OpenConnection):
+                    self.connects.append(command)
+                    if not self.hold_connects:
+                        queue.append(self.connected(command))
+                elif isinstance(command, commands.SendData):
+                    self.sent[command.connection] += command.data
+                elif isinstance(command, commands.CloseConnection):
+                    self.closed.append(command.connection)
+                    command.connection.state = ConnectionState.CLOSED
+                elif not isinstance(command, commands.Log | commands.RequestWakeup):
+                    raise AssertionError(f"unexpected command {command}")
+
+    def connected(self, command: commands.OpenConnection) -> events.OpenConnectionCompleted:
+        command.connection.state = ConnectionState.OPEN
+        command.connection.timestamp_start = time.time()
+        command.connection.alpn = self.upstream_alpn
+        return events.OpenConnectionCompleted(command, None)
+
+    def complete_held_hook(self) -> str:
+        """Complete the first hook held (those it leads to are held too); its name."""
+        assert self.held_hooks, "no hook is held"
+        hook = self.held_hooks.pop(0)
+        self.handle(events.HookCompleted(hook))
+        return hook.name
+
+    def request(self, raw: bytes = REQUEST) -> http.HTTPFlow:
+        self.handle(events.DataReceived(self.client, raw))
+        return self.flows[-1]
+
+    def overdue(self, flow: http.HTTPFlow) -> http.Response:
+        answer = http.Response.make(504, b"too slow\n", {"Content-Type": "text/plain"})
+        self.handle(
+            internals.ResponseHeadersOverdue(flow, answer, "overdue", self.deliveries.append)
+        )
+        return answer
+
+    @property
+    def upstream(self) -> connection.Server:
+        server = self.connects[-1].connection
+        assert isinstance(server, connection.Server)
+        return server
+
+    def from_upstream(self, raw: bytes) -> None:
+        self.handle(events.DataReceived(self.upstream, raw))
+
+    def client_got(self) -> bytes:
+        return bytes(self.sent[self.client])
+
+
+@pytest.fixture
+def wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mitmproxy's HTTP layer with the upstream timeout's wrappers (undone after the test)."""
+    monkeypatch.setattr(HttpLayer, "_handle_event", HttpLayer._handle_event)
+    monkeypatch.setattr(HttpStream, "handle_protocol_error", HttpStream.handle_protocol_error)
+    internals.answer_overdue_flows()
+
+
+@pytest.fixture
+def stock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mitmproxy's HTTP layer as it ships."""
+    monkeypatch.setattr(HttpLayer, "_handle_event", internals.stock_method(HttpLayer._handle_event))
+    monkeypatch.setattr(
+        HttpStream,
+        "handle_protocol_error",
+        internals.stock_method(HttpStream.handle_protocol_error),
+    )
+
+
+@pytest.mark.usefixtures("stock")
+def test_stock_mitmproxy_keeps_the_client_waiting_and_cannot_be_told_otherwise() -> None:
+    proxy = ClientConnection()
+    flow = proxy.request()
+    assert proxy.sent[proxy.upstream].startswith(b"GET /slow HTTP/1.1\r\n")
+    assert proxy.client_got() == b""  # until the destination answers, or 600 s of silence
+    # Its routing of injected messages does reach the stream, which refuses anything but HTTP.
+    with pytest.raises(AssertionError, match=r"Unexpected event type at HttpStream\._handle_event"):
+        proxy.overdue(flow)
+
+
+@pytest.mark.usefixtures("wrapped")
+def test_an_overdue_flow_is_answered_and_its_upstream_connection_closed() -> None:
+    proxy = ClientConnection()
+    flow = proxy.request()
+    answer = proxy.overdue(flow)
+    assert proxy.deliveries == [internals.Delivery.ANSWERING]
+    assert proxy.closed == [proxy.upstream]
+    assert proxy.client_got().startswith(b"HTTP/1.1 504 Gateway Time-out\r\n")
+    assert proxy.client_got().endswith(b"\r\n\r\ntoo slow\n")
+    assert flow.response is answer
+    assert flow.error is None
+    assert proxy.hooks == ["requestheaders", "request", "responseheaders", "response"]
+    assert proxy.client not in proxy.closed  # HTTP/1.1 keep-alive goes on
+
+
+@pytest.mark.usefixtures("wrapped")
+def test_the_client_connection_serves_its_next_request_after_an_overdue_answer() -> None:
+    proxy = ClientConnection()
+    proxy.overdue(proxy.request())
+    proxy.handle(events.ConnectionClosed(proxy.upstream))  # the closed connection reports in
+    answered = len(proxy.client_got())
+    second = proxy.request(b"GET /fast HTTP/1.1\r\nHost: sidecar.test\r\n\r\n")
+    assert second is not proxy.flows[0]
+    assert proxy.upstream is not proxy.connects[0].connection  # a new upstream connection
+    proxy.from_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert proxy.client_got()[answered:].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert second.response is not None and second.response.status_code == 200
+
+
+@pytest.mark.usefixtures("wrapped")
+def test_what_the_destination_sends_while_the_answers_hooks_run_is_dropped() -> None:
+    proxy = ClientConnection()
+    flow = proxy.request()
+    proxy.held_hooks = []  # the responseheaders and response hooks take their time
+    proxy.overdue(flow)
+    proxy.from_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nlate!")
+    proxy.handle(events.ConnectionClosed(proxy.upstream))
+    assert proxy.complete_held_hook() == "responseheaders"
+    assert proxy.complete_held_hook() == "response"
+    assert proxy.held_hooks == []
+    assert flow.response is not None and flow.response.status_code == 504
+    assert proxy.client_got().count(b"HTTP/1.1") == 1
+    assert b"late!" not in proxy.client_got()
+    assert proxy.hooks.count("error") == 0
+
+
+@pytest.mark.usefixtures("wrapped")
+def test_response_headers_that_came_first_win() -> None:
+    proxy = ClientConnection()
+    flow = proxy.request()
+    proxy.from_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    proxy.overdue(flow)
+    assert proxy.deliveries == [internals.Delivery.NOTHING_TO_DO]
+    assert flow.response is not None and flow.response.status_code == 200
+    assert proxy.closed == []
+
+
+@pytest.mark.usefixtures("wrapped")
+def test_other_upstream_failures_keep_mitmproxys_own_answer() -> None:
+    answers = []
+    for fixture in (internals.stock_method, lambda method: method):
+        with pytest.MonkeyPatch.context() as patch:
+            handler = fixture(HttpStream.handle_protocol_error)
+            patch.setattr(HttpStream, "handle_protocol_error", handler)
+            proxy = ClientConnection()
+            flow = proxy.request()
+            proxy.handle(events.ConnectionClosed(proxy.upstream))  # the destination hung up
+            assert flow.error is not None and flow.response is None
+            answers.append((proxy.client_got(), proxy.hooks, flow.error.msg))
+    stock_answer, wrapped_answer = answers
+    assert wrapped_answer == stock_answer
+    assert stock_answer[0].startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+    assert stock_answer[1][-1] == "error"
+
+
+@pytest.mark.usefixtures("wrapped")
+def test_an_overdue_flow_whose_connect_runs_has_it_cancelled_then_is_answered() -> None:
+    proxy = ClientConnection(hold_connects=True)
+    flow = proxy.request()
+    connect = proxy.connects[-1]
+    connect.connection.timestamp_start = time.time()  # inside asyncio.open_connection
+    proxy.overdue(flow)
+    assert proxy.deliveries == [internals.Delivery.CONNECT_CANCELLED]
+    assert proxy.closed == [connect.connection]
+    assert proxy.client_got() == b""
+    # What ConnectionHandler.open_connection reports once the cancel lands:
+    proxy.handle(events.OpenConnectionCompleted(connect, "connection cancelled"))
+    assert proxy.client_got().startswith(b"HTTP/1.1 504 Gateway Time-out\r\n")
+    assert flow.response is not None and flow.error is None
+    assert proxy.hooks[-2:] == ["responseheaders", "response"]
+
+
+@pytest.mark.usefixtures("wrapped")
+def test_a_connect_not_yet_started_is_left_alone_and_asked_about_again() -> None:
+    proxy = ClientConnection(hold_connects=True)
+    flow = proxy.request()  # waiting for the server_connect hook or a free connection slot
+    proxy.overdue(flow)
+    assert proxy.deliveries == [internals.Delivery.NOT_YET]
+    assert proxy.closed == []
+    proxy.handle(proxy.connected(proxy.connects[-1]))  # connected: the request goes up
+    proxy.overdue(flow)
+    assert proxy.deliveries[-1] == internals.Delivery.ANSWERING
+    assert proxy.client_got().startswith(b"HTTP/1.1 504 Gateway Time-out\r\n")
+    assert proxy.closed == [proxy.upstream]
+
+
+@pytest.mark.usefixtures("wrapped")
+def test_a_flow_held_by_a_hook_is_asked_about_again() -> None:
+    proxy = ClientConnection()
+    proxy.held_hooks = []
+    proxy.handle(events.DataReceived(proxy.client, REQUEST))
+    assert proxy.complete_held_hook() == "requestheaders"
+    flow = proxy.flows[-1]  # its `request` hook is held (mitmweb's intercept, say)
+    proxy.overdue(flow)
+    assert proxy.deliveries == [internals.Delivery.NOT_YET]
+    assert proxy.complete_held_hook() == "request"
+    proxy.overdue(flow)
+    assert proxy.deliveries[-1] == internals.Delivery.ANSWERING
+
+
+@pytest.mark.usefixtures("wrapped")
+def test_an_http2_destination_has_only_the_overdue_stream_reset() -> None:
+    proxy = ClientConnection(upstream_alpn=b"h2")
+    flow = proxy.request()
+    proxy.overdue(flow)
+    assert proxy.closed == []  # other streams may share the connection
+    destination = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    seen = destination.receive_data(bytes(proxy.sent[proxy.upstream]))
+    (reset,) = [event for event in seen if isinstance(event, h2.events.StreamReset)]
+    assert reset.error_code == h2.errors.ErrorCodes.CANCEL
+    assert proxy.client_got().startswith(b"HTTP/1.1 504 Gateway Time-out\r\n")
+
+
+def test_an_overdue_event_for_a_gone_connection_is_not_injected() -> None:
+    flow = tflow.tflow()
+    with taddons.context(Proxyserver()) as tctx:
+        event = internals.ResponseHeadersOverdue(flow, http.Response.make(504), "", print)
+        assert internals.inject_overdue(tctx.master, event) is False
+    with taddons.context() as tctx:  # nothing serves at all
+        assert internals.inject_overdue(tctx.master, event) is False
+
+
+def h2_request(path: str) -> list[tuple[bytes, bytes]]:
+    return [
+        (b":method", b"GET"),
+        (b":scheme", b"https"),
+        (b":authority", b"sidecar.test"),
+        (b":path", path.encode()),
+    ]
+
+
+@pytest.mark.usefixtures("wrapped")
+def test_a_connect_two_http2_streams_wait_for_is_cancelled_once_both_are_overdue() -> None:
+    proxy = ClientConnection(hold_connects=True, client_alpn=b"h2")
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    client.send_headers(1, h2_request("/one"), end_stream=True)
+    client.send_headers(3, h2_request("/two"), end_stream=True)
+    proxy.handle(events.DataReceived(proxy.client, client.data_to_send()))
+    first, second = proxy.flows
+    (connect,) = proxy.connects  # both streams wait for this one
+    connect.connection.timestamp_start = time.time()
+    proxy.overdue(first)
+    assert proxy.deliveries == [internals.Delivery.NOT_YET]  # the other is still within time
+    assert proxy.closed == []
+    proxy.overdue(second)
+    assert proxy.deliveries[-1] == internals.Delivery.CONNECT_CANCELLED
+    assert proxy.closed == [connect.connection]
+    proxy.handle(events.OpenConnectionCompleted(connect, "connection cancelled"))
+    answers = {
+        event.stream_id: dict(event.headers)[b":status"]
+        for event in client.receive_data(proxy.client_got())
+        if isinstance(event, h2.events.ResponseReceived)
+    }
+    assert answers == {1: b"504", 3: b"504"}
+    assert first.error is None and second.error is None

@@ -5,9 +5,10 @@
 
 mitmproxy walks an addon's `addons` list for every hook (as it does for a script's), so each
 part handles only its own hooks, in this order: `StartupPolicy` (logging, trust, other addons'
-options), `LiveConfig` (the config file and the rules in force), `Router` (each request), then
-what observes finished requests and the sidecar's state: `RequestMetrics`, `AccessLog` and
-`AdminEndpoint` (/metrics, /healthz, /readyz).
+options), `LiveConfig` (the config file and the rules in force), `Router` (each request),
+`UpstreamTimeouts` and `Mirror` (what a route asks beyond its destination), then what observes
+finished requests and the sidecar's state: `RequestMetrics`, `AccessLog` and `AdminEndpoint`
+(/metrics, /healthz, /readyz).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from .access_log import AccessLog
 from .admin import Readiness
 from .admin_endpoint import AdminEndpoint
 from .live_config import LiveConfig
+from .mirror import Mirror
 from .request_metrics import RequestMetrics
 from .router import Router
 from .rules import RuleSet
 from .startup import StartupPolicy
+from .timeouts import UpstreamTimeouts
 
 
 class Dispatcher:
@@ -36,6 +39,8 @@ class Dispatcher:
             StartupPolicy(),
             self.config,
             self.router,
+            UpstreamTimeouts(),  # 504 when a destination sends no response headers in time
+            Mirror(self.metrics),
             self.metrics,
             AccessLog(),
             AdminEndpoint(self.metrics.metrics, self.readiness),

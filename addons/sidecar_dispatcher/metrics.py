@@ -38,6 +38,7 @@ CONFIG_LAST_OK = f"{PREFIX}_config_last_reload_successful"
 RULES = f"{PREFIX}_rules"
 READY = f"{PREFIX}_ready"
 WORKERS = f"{PREFIX}_workers"
+MIRROR_REQUESTS = f"{PREFIX}_mirror_requests"  # ..._mirror_requests_total
 
 # From 1 ms (a sidecar on loopback adds about that) to 10 s (past any sane upstream timeout).
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -72,6 +73,13 @@ class DispatchMetrics:
             UPSTREAM_ERRORS,
             "Requests whose destination failed, by rule, destination and kind of failure.",
             ["rule", "destination", "kind"],
+            registry=registry,
+        )
+        self.mirror_requests = Counter(
+            MIRROR_REQUESTS,
+            "Copies of requests for a route's mirror, by rule and result: sent (the mirror "
+            "answered), failed, dropped (too many in flight) or too_large (body not kept).",
+            ["rule", "result"],
             registry=registry,
         )
         self.config_reloads = Counter(
@@ -110,6 +118,9 @@ class DispatchMetrics:
 
     def upstream_failed(self, rule: str, destination: str, kind: str) -> None:
         self.upstream_errors.labels(rule, destination, kind).inc()
+
+    def mirror_request(self, rule: str, result: str) -> None:
+        self.mirror_requests.labels(rule, result).inc()
 
     def config_applied(self, rules: int, at: float) -> None:
         self.config_reloads.labels("applied").inc()

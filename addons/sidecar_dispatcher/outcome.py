@@ -25,13 +25,18 @@ CLIENT_CLOSED_STATUS = 499
 # What mitmproxy answers when the destination fails (ErrorCode.CONNECT_FAILED and the other
 # server-side errors of its HTTP layer all map to 502 Bad Gateway).
 UPSTREAM_FAILED_STATUS = 502
+# What the sidecar answers when the destination sent no response headers in time (timeouts.py),
+# which then sets flow.metadata[TIMED_OUT_KEY] to the seconds it waited.
+UPSTREAM_TIMEOUT_STATUS = 504
+TIMED_OUT_KEY = "dispatcher_timed_out"
+TIMEOUT_KIND = "timeout"
 
 # mitmproxy reports an upstream failure as text; these fragments map it to a short, stable kind.
 # Checked in order; anything else is "other".
 _UPSTREAM_ERROR_KINDS = (
     ("connect_refused", ("connect call failed", "connection refused", "errno 111")),
     ("tls", ("tls", "ssl", "certificate")),
-    ("timeout", ("timed out", "timeout")),
+    (TIMEOUT_KIND, ("timed out", "timeout")),
     (
         "dns",
         ("name or service not known", "getaddrinfo", "no address associated", "name resolution"),
@@ -66,7 +71,7 @@ class Outcome:
     status: int  # what the client got; 499 when it left before an answer
     duration_seconds: float  # from request headers received to response complete
     client: str  # the client's address
-    upstream_error: str | None  # mitmproxy's message when the destination failed
+    upstream_error: str | None  # mitmproxy's message when the destination failed, or the timeout
     upstream_error_kind: str | None
 
     @property
@@ -86,6 +91,9 @@ class Outcome:
         if flow.response is not None:
             status = flow.response.status_code
             finished = flow.response.timestamp_end or time.time()
+            if (waited := flow.metadata.get(TIMED_OUT_KEY)) is not None:
+                upstream_error = f"no response headers within {waited:g} s"
+                kind = TIMEOUT_KIND
         else:
             finished = time.time()
             if error is not None and client_went_away(error):

@@ -16,13 +16,13 @@ from mitmproxy import ctx, http
 from .admin import Readiness
 from .metrics import DispatchMetrics, in_multiprocess_mode
 from .outcome import REFUSED, Outcome
-from .routing import DEFAULT_LABEL
+from .routing import DEFAULT_LABEL, UNMATCHED_LABEL
 from .rules import RuleSet
 
 logger = logging.getLogger(__name__)
 
 ADMIN_OPTION = "dispatcher_admin"
-RESERVED_LABELS = frozenset({DEFAULT_LABEL, REFUSED})
+RESERVED_LABELS = frozenset({DEFAULT_LABEL, REFUSED, UNMATCHED_LABEL})
 
 
 class RequestMetrics:
@@ -43,14 +43,15 @@ class RequestMetrics:
     # --- the config listener (LiveConfig calls these)
 
     def config_applied(self, rule_set: RuleSet) -> None:
-        self.metrics.config_applied(len(rule_set.rewrites), at=time.time())
+        self.metrics.config_applied(rule_set.rule_count, at=time.time())
         self.readiness.update(config_loaded=True)
-        if clashes := sorted(RESERVED_LABELS & set(rule_set.rewrites)):
+        names = {*rule_set.rewrites, *(route.name for route in rule_set.routes)}
+        if clashes := sorted(RESERVED_LABELS & names):
             logger.warning(
                 "rule name(s) %s are also the labels of %s in metrics and the access log: "
                 "their counts add up there; rename the rule(s) to tell them apart",
                 ", ".join(clashes),
-                "the default destination and refused requests",
+                "the default destination, refused requests and the unmatched answer",
             )
 
     def config_rejected(self) -> None:
