@@ -100,7 +100,9 @@ def test_a_reverse_listen_with_another_signature_is_noticed(
 def test_a_reverse_listen_that_no_longer_calls_start_server_is_noticed(
     lean: master.Master, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(internals, "STOCK_LISTEN_CALL", "asyncio.start_server(other_call)")
+    monkeypatch.setattr(
+        internals.lean_master, "STOCK_LISTEN_CALL", "asyncio.start_server(other_call)"
+    )
     (problem,) = problems_naming(lean, "ReverseInstance.listen")
     assert "no longer calls asyncio.start_server(other_call)" in problem
 
@@ -200,8 +202,8 @@ def test_a_new_master_has_no_open_connections_and_stops_listening(lean: master.M
 def test_a_rewritten_stock_fragment_is_noticed_and_named(
     lean: master.Master, monkeypatch: pytest.MonkeyPatch, constant: str, reach: str
 ) -> None:
-    fragments = getattr(internals, constant)
-    monkeypatch.setattr(internals, constant, (*fragments, "self.something_else()"))
+    fragments = getattr(internals.overdue_checks, constant)
+    monkeypatch.setattr(internals.overdue_checks, constant, (*fragments, "self.something_else()"))
     (problem,) = problems_naming(lean, reach)
     assert problem.endswith("no longer has `self.something_else()`")
 
@@ -216,9 +218,9 @@ def test_a_rewritten_stock_fragment_is_noticed_and_named(
 def test_a_rewritten_http_layer_method_is_noticed_and_named(
     lean: master.Master, monkeypatch: pytest.MonkeyPatch, table: str, method: str, reach: str
 ) -> None:
-    fragments = dict(getattr(internals, table))
+    fragments = dict(getattr(internals.overdue_checks, table))
     fragments[method] = (*fragments[method], "yield Other()")
-    monkeypatch.setattr(internals, table, fragments)
+    monkeypatch.setattr(internals.overdue_checks, table, fragments)
     (problem,) = problems_naming(lean, reach)
     assert problem.endswith(f"{method} no longer has `yield Other()`")
 
@@ -232,8 +234,8 @@ def test_the_fragments_ignore_whitespace_but_keep_their_order() -> None:
         return values
 
     in_order = ('values = {"first": 1,}', 'values["second"] = 2')
-    assert internals._source_lacks(example, in_order) is None
-    assert internals._source_lacks(example, in_order[::-1]) is not None
+    assert internals.source_lacks(example, in_order) is None
+    assert internals.source_lacks(example, in_order[::-1]) is not None
 
 
 def test_a_replaced_stream_method_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,99 @@
+"""Every use this project makes of mitmproxy beyond its public addon API, in one place.
+
+    problems = self_check(master)   # [] when the installed mitmproxy has all of them
+
+mitmproxy's addon API (hooks, options, commands, flows) is public. The lean runner also relies
+on a few internals: private attributes, a discouraged call and one replaced method; and the
+upstream timeout (`timeouts.py`, under mitmdump too) on two wrapped methods of mitmproxy's HTTP
+layer and an injected event. Each is wrapped in this package (`lean_master.py`, `overdue.py`;
+their checks in `lean_master.py` and `overdue_checks.py`) and listed in `REACHES` with a check
+that it is still there and shaped as this code expects. `tests/test_mitmproxy_internals.py`
+runs every check against the installed mitmproxy, and the runner runs them at start-up and
+refuses to start, naming the internal and the mitmproxy version, instead of misbehaving after an
+upgrade
+(under mitmdump, `UpstreamTimeouts` runs the checks of its own reaches and logs an error, which
+stops mitmdump at start-up). A new reach goes here, with a check in `REACHES` and a test; no
+other module of the package imports a private name of mitmproxy.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from mitmproxy import master
+
+from . import lean_master, overdue, overdue_checks
+from .checking import Reach, source_lacks, stock_method
+from .lean_master import (
+    configure_all,
+    drop_legacy_log_events,
+    open_connections,
+    share_listening_port,
+    stop_listening,
+)
+from .overdue import (
+    Delivery,
+    ResponseHeadersOverdue,
+    answer_overdue_flows,
+    inject_overdue,
+)
+from .overdue_checks import _check_http_layer, _check_http_stream
+
+__all__ = [
+    "REACHES",
+    "Delivery",
+    "InternalsChanged",
+    "Reach",
+    "ResponseHeadersOverdue",
+    "_check_http_layer",
+    "_check_http_stream",
+    "answer_overdue_flows",
+    "configure_all",
+    "drop_legacy_log_events",
+    "inject_overdue",
+    "lean_master",
+    "mitmproxy_version",
+    "open_connections",
+    "overdue",
+    "overdue_checks",
+    "self_check",
+    "share_listening_port",
+    "source_lacks",
+    "stock_method",
+    "stop_listening",
+]
+
+
+def mitmproxy_version() -> str:
+    return metadata.version("mitmproxy")
+
+
+REACHES = (*lean_master.LEAN_MASTER_REACHES, *overdue_checks.OVERDUE_REACHES)
+
+
+def self_check(lean: master.Master, *, timeouts_only: bool = False) -> list[str]:
+    """One line per internal that this mitmproxy lacks or has changed; [] when all hold.
+
+    `timeouts_only`: those of the upstream timeout, which mitmdump needs too.
+    """
+    problems = []
+    for reach in REACHES:
+        if timeouts_only and not reach.for_timeouts:
+            continue
+        problem = reach.check(lean)
+        if problem is not None:
+            problems.append(f"{reach.name}: {problem}")
+    return problems
+
+
+class InternalsChanged(RuntimeError):
+    """The installed mitmproxy lacks internals the runner relies on."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        listed = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(
+            f"mitmproxy {mitmproxy_version()} lacks internals the runner relies on:\n{listed}\n"
+            "Install the mitmproxy version this package declares (pyproject.toml), or run "
+            "`mitmdump -s addons/dispatcher.py`, which uses only mitmproxy's public addon API."
+        )
