@@ -118,19 +118,34 @@ def markdown(document: dict[str, Any], command: str) -> str:
     costs = document["hook_cost_us"]
     method = document["method"]
     base = costs["baseline-seed"]
-    rows = [
-        ["seed config, before routes (`" + method["baseline"] + "`)", f"{base:.1f}", "1.00×"],
-        ["seed config, now", f"{costs['seed']:.1f}", f"{base / costs['seed']:.2f}×"],
-        [
-            "seed config + 100 routes (none matches)",
-            f"{costs['routes100']:.1f}",
-            f"{base / costs['routes100']:.2f}×",
-        ],
-    ]
-    table = markdown_table(["config", "hooks, µs/request", "speed vs before routes"], rows)
-    extra = costs["routes100"] - costs["seed"]
     keep = document["groups"]["routing"]["runner-seed"]["keepalive"]
-    runner_us = keep["proxy_cores"] / keep["rate"] * 1e6
+    runner_us = keep["proxy_cores"] / keep["rate"] * 1e6  # the runner's CPU per request, above
+    labels = {
+        "baseline-seed": f"seed config, before routes (`{method['baseline']}`)",
+        "seed": "seed config, now",
+        "routes100": "seed config + 100 routes (none matches)",
+    }
+    rows = []
+    for name, label in labels.items():
+        added = costs[name] - base
+        share = added / runner_us
+        rows.append(
+            [
+                label,
+                f"{costs[name]:.1f}",
+                f"{added:+.1f}",
+                f"{share:+.1%}",
+                f"{1 / (1 + share):.2f}×",
+            ]
+        )
+    header = [
+        "config",
+        "hooks, µs/request",
+        "added, µs",
+        "÷ runner's CPU per request",
+        "runner speed vs before routes",
+    ]
+    table = markdown_table(header, rows)
     throughput = options_study.group_table(document["groups"]["routing"])
     return f"""# What routes cost ({document["mode"]} mode, {document["generated"]})
 
@@ -138,16 +153,14 @@ Machine: {describe_markdown(document["machine"])}.
 Method: `bench/hook_cost.py` with `{method["setting"]}` (the image's defaults), median of
 {method["repeats"]} alternating runs × {method["rounds"]} rounds × {method["flows"]} flows;
 {method["pinning"]}; the baseline is the package at `{method["baseline"]}` in a git worktree.
-Reproduce: `{command}` ({document["seconds"]:.0f} s).
+What the hooks add is set against the runner's whole CPU time per keep-alive request, measured
+below in the same run ({runner_us:.0f} µs = proxy cores ÷ req/s): the runner's speed follows.
+Reproduce: `{command}`.
 
 {table}
 
-100 routes add {extra:.1f} µs per request to the hooks (every route tried, in order, before the
-rewrite that matches). Set against the runner's whole CPU time per keep-alive request measured
-below ({runner_us:.0f} µs = proxy cores ÷ req/s), that is {extra / runner_us:.1%} more.
-
-Throughput through the runner, same run (wrk, 32 connections, {len(document["groups"]["routing"])}
-variants in alternating rounds; on this shared machine rounds move by 10–30 %):
+Throughput through the runner, same run (wrk, 32 connections, alternating rounds; on this
+shared machine rounds move by 10–30 %, more than what is measured here):
 
 {throughput}
 """
