@@ -10,6 +10,7 @@ concerns (`rewrites.dev.patch[1].val`). All problems are collected, not just the
 from __future__ import annotations
 
 import os
+import stat
 
 import yaml
 
@@ -49,7 +50,22 @@ def load_config(path: str | os.PathLike[str]) -> RuleSet:
 
 
 def read_config_bytes(source: str) -> bytes:
-    """The file's bytes, at most MAX_CONFIG_BYTES; ConfigError when it cannot be read."""
+    """The file's bytes, at most MAX_CONFIG_BYTES; ConfigError when it cannot be read.
+
+    Only a regular file (or a symlink to one) is read: opening a FIFO would wait for a writer
+    forever, and a device or socket is never a config.
+    """
+    try:
+        mode = os.stat(source).st_mode
+    except FileNotFoundError:
+        raise file_error(source, "config file not found") from None
+    except OSError as e:
+        raise file_error(source, f"cannot read config file: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
+        raise file_error(source, "expected a config file, found a directory")
+    if not stat.S_ISREG(mode):
+        found = "a FIFO" if stat.S_ISFIFO(mode) else "a socket or device"
+        raise file_error(source, f"expected a regular config file, found {found}")
     try:
         with open(source, "rb") as file:
             data = file.read(MAX_CONFIG_BYTES + 1)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from mitmproxy import command, ctx, exceptions
@@ -30,7 +32,23 @@ from .watch import FileWatcher
 logger = logging.getLogger(__name__)
 
 CONFIG_OPTION = "dispatcher_config"
+READ_DEADLINE = 5.0  # seconds a reload may take to read the file before it is given up
+
+ReadOutcome = RuleSet | ConfigError | None  # new rules, why not, or nothing new
 WATCH_OPTION = "dispatcher_watch"
+
+
+def _read(config_file: ConfigFile, only_if_changed: bool) -> ReadOutcome:
+    """Read the file (on any thread); a ConfigError is returned, not raised."""
+    try:
+        return config_file.changed() if only_if_changed else config_file.load()
+    except ConfigError as e:
+        return e
+
+
+def _settle(done: asyncio.Future[ReadOutcome], outcome: ReadOutcome) -> None:
+    if not done.done():  # given up on already: the outcome comes too late to apply
+        done.set_result(outcome)
 
 
 class ConfigListener(Protocol):
@@ -49,6 +67,8 @@ class LiveConfig:
     def __init__(self, listeners: Sequence[ConfigListener] = ()) -> None:
         self.listeners = tuple(listeners)
         self.rules: RuleSet | None = None
+        self._reader: threading.Thread | None = None  # the last off-loop read
+        self._tasks: set[asyncio.Task[None]] = set()
         self.file: ConfigFile | None = None
         self.watcher: FileWatcher | None = None
 
@@ -105,32 +125,80 @@ class LiveConfig:
 
         A missing or invalid file is logged and the last good rules keep serving. With
         `only_if_changed` (file events), content already seen is not applied or reported again.
+        While the event loop runs, the file is read on a thread of its own with a deadline, so
+        that a FIFO or a hung network filesystem cannot stop traffic.
         """
         if self.file is None:
             return
-        path = self.file.path
+        read = functools.partial(_read, self.file, only_if_changed)
         try:
-            rules = self.file.changed() if only_if_changed else self.file.load()
-        except ConfigFileMissing:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a test, a script): read here and now
+            self._apply(reason, read())
+            return
+        if self._reader is not None and self._reader.is_alive():
+            logger.error(
+                "%s: the last read of config file %s has not returned; not reading it again "
+                "until it does (a hung filesystem?); still serving the last good config",
+                reason,
+                self.file.path,
+            )
+            return
+        task = loop.create_task(self._reload_off_loop(reason, read))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reload_off_loop(self, reason: str, read: Callable[[], ReadOutcome]) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[ReadOutcome] = loop.create_future()
+
+        def run() -> None:
+            outcome = read()
+            loop.call_soon_threadsafe(_settle, done, outcome)
+
+        # A daemon thread, not the loop's executor: a read stuck for good must not keep the
+        # process from exiting, nor take one of the executor's few threads.
+        self._reader = threading.Thread(target=run, name="config-read", daemon=True)
+        self._reader.start()
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(done), READ_DEADLINE)
+        except TimeoutError:
+            assert self.file is not None
+            logger.error(
+                "%s: reading config file %s took more than %g s (a hung filesystem?); "
+                "still serving the last good config",
+                reason,
+                self.file.path,
+                READ_DEADLINE,
+            )
+            self._tell_rejected()
+            return
+        self._apply(reason, outcome)
+
+    def _apply(self, reason: str, outcome: ReadOutcome) -> None:
+        """Swap in what a read found, or report why not (on the event loop)."""
+        assert self.file is not None
+        path = self.file.path
+        if isinstance(outcome, ConfigFileMissing):
             logger.error(
                 "%s: config file %s is missing; still serving the last good config", reason, path
             )
             self._tell_rejected()
             return
-        except ConfigError as e:
+        if isinstance(outcome, ConfigError):
             logger.error(
                 "%s: config file %s is invalid; still serving the last good config:\n%s",
                 reason,
                 path,
-                e,
+                outcome,
             )
             self._tell_rejected()
             return
-        if rules is None:
+        if outcome is None:
             return
-        self.rules = rules  # one assignment: requests already dispatched keep their decision
-        logger.info("dispatcher config %s reloaded (%s): %s", path, reason, rules.summary())
-        self._tell_applied(rules)
+        self.rules = outcome  # one assignment: requests already dispatched keep their decision
+        logger.info("dispatcher config %s reloaded (%s): %s", path, reason, outcome.summary())
+        self._tell_applied(outcome)
 
     def _read_or_refuse(self, path: str) -> None:
         """Read `path` as the config now; OptionsError naming file:line:col when invalid."""

@@ -212,3 +212,30 @@ def test_sighup_reloads_on_demand_even_without_watching(
         sidecar.process.send_signal(signal.SIGHUP)
         sidecar.wait_for_log("reloaded (SIGHUP)")
         assert sidecar.request("GET", "/", [("environment", "dev")]).header("Upstream") == "two"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_fifo_at_the_config_path_neither_freezes_traffic_nor_is_applied(
+    dev_to_one: Path, upstreams: dict[str, Upstream], engine: str
+) -> None:
+    # open() on a FIFO waits for a writer: read on the event loop, it would stop all traffic.
+    default, path = upstreams["default"], dev_to_one
+    with Sidecar(default.url, env={"SIDECAR_CONFIG": str(path)}, engine=engine) as sidecar:
+        with SteadyClient(sidecar.port) as client:
+            client.wait_for("one", since=time.monotonic() - 1)
+            fifo = path.with_name("incoming.fifo")
+            os.mkfifo(fifo)
+            fifo.rename(path)  # the watcher sees a new file at the path
+            sidecar.wait_for_log("expected a regular config file, found a FIFO")
+            assert sidecar.process is not None
+            sidecar.process.send_signal(signal.SIGHUP)  # and asked to read it again
+            sidecar.wait_for_log("SIGHUP: config file")
+            served = len(client.answers)
+            time.sleep(1.0)
+            assert len(client.answers) > served + 10  # still serving, at its usual pace
+            path.unlink()
+            changed = time.monotonic()
+            path.write_text(config_text(default, upstreams["two"]))
+            client.wait_for("two", changed)
+        assert [a for a in client.answers if a.status != 200] == []
+        assert {a.upstream for a in client.answers} <= {"one", "two"}
