@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
-from types import FrameType
+from collections.abc import Sequence
 
 from .admin import AdminAddressError, AdminServer, AdminStatus, bind_admin_socket
 from .config import ConfigError, default_config_path, load_config
+from .workers import WorkerPool, die_with_supervisor
 
 DEFAULT_PORT = 5000
 DEFAULT_ADMIN = "127.0.0.1:9901"
@@ -78,6 +75,8 @@ def run(arguments: Sequence[str], workers: int, reuse_port: bool) -> int:
     admin = admin_address(arguments)
     if workers > 1:
         return supervise(arguments, workers, admin)
+    if reuse_port:  # a worker of a supervisor
+        die_with_supervisor()
     if not sys.flags.optimize and os.environ.get("SIDECAR_PYTHON_OPTIMIZE", "1") != "0":
         reexec_optimized()
     from .runner import serve_until_stopped  # noqa: PLC0415 - only a serving process needs it
@@ -104,7 +103,7 @@ def reexec_optimized() -> None:
 
 
 def supervise(arguments: Sequence[str], workers: int, admin: str) -> int:
-    """Start `workers` processes on one port; stop them all when one stops or on a signal.
+    """Start `workers` processes on one port and keep them running (see workers.py).
 
     The supervisor serves the admin listener itself: /metrics sums the workers' metrics, which
     each writes to a shared folder (prometheus-client's multiprocess mode), and /readyz is ready
@@ -142,74 +141,31 @@ def _supervise(
     for argument in [*without_admin(arguments), f"{ADMIN_OPTION}="]:  # served by the supervisor
         command += ["--set", argument]
     environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_directory}
-    children = [
-        subprocess.Popen(command, stdin=subprocess.DEVNULL, env=environment) for _ in range(workers)
-    ]
-    stopping = False
+    pool = WorkerPool(
+        command,
+        workers,
+        environment,
+        on_exit=lambda pid: mark_dead(pid, metrics_directory),
+        grace=SHUTDOWN_GRACE + 2,  # each worker drains for SHUTDOWN_GRACE
+    )
     if admin_socket is not None:
-        serve_admin(admin_socket, children, metrics_directory, lambda: stopping)
-
-    def forward(number: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = stopping or number != signal.SIGHUP
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(number)
-
-    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(number, forward)
-    print(f"sidecar-dispatcher: {workers} workers, pids {[c.pid for c in children]}", flush=True)
-    code = 0
-    while all(child.poll() is None for child in children):
-        time.sleep(0.2)
-    if not stopping:  # a worker died by itself: take the others down, report its status
-        stopping = True  # /readyz: 503 from now on
-        code = next(c.returncode for c in children if c.returncode is not None) or 1
-        print(f"sidecar-dispatcher: a worker exited with {code}; stopping all", file=sys.stderr)
-    for child in children:
-        if child.poll() is None:
-            child.terminate()
-    deadline = time.monotonic() + SHUTDOWN_GRACE + 2  # each worker drains for SHUTDOWN_GRACE
-    for child in children:
-        try:
-            child.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-    return code
+        serve_admin(admin_socket, pool, metrics_directory)
+    return pool.run()
 
 
-def serve_admin(
-    admin_socket: object,
-    children: Sequence[subprocess.Popen[bytes]],
-    metrics_directory: str,
-    stopping: Callable[[], bool],
-) -> None:
+def serve_admin(admin_socket: object, pool: WorkerPool, metrics_directory: str) -> None:
     """The admin listener of a supervisor, from a thread: the workers' sum, their readiness."""
     from . import metrics  # noqa: PLC0415 - prometheus-client only where metrics are served
 
-    def forget_dead_workers() -> bool:
-        """Drop the "live" gauges of workers that exited; True when all are alive."""
-        alive = True
-        for child in children:
-            if child.poll() is not None:
-                mark_dead(child.pid, metrics_directory)
-                alive = False
-        return alive
-
     def ready() -> bool:
-        if not forget_dead_workers() or stopping():
+        if pool.stopping or not pool.all_running():
             return False
-        return metrics.multiprocess_ready_workers(metrics_directory) == len(children)
-
-    def exposition() -> bytes:
-        forget_dead_workers()
-        return metrics.multiprocess_exposition(metrics_directory, len(children))
+        return metrics.multiprocess_ready_workers(metrics_directory) == pool.count
 
     status = AdminStatus(
-        metrics=exposition,
+        metrics=lambda: metrics.multiprocess_exposition(metrics_directory, pool.count),
         ready=ready,
-        healthy=lambda: all(child.poll() is None for child in children),
+        healthy=pool.all_running,
     )
     assert isinstance(admin_socket, socket.socket)
     AdminServer(admin_socket, status).start_in_thread()

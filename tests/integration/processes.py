@@ -295,13 +295,14 @@ class Sidecar(Started):
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_for_log(self, text: str, timeout: float = 5.0) -> str:
+    def wait_for_log(self, text: str, timeout: float = 5.0, count: int = 1) -> str:
+        """The logs once `text` is in them `count` times; fails after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in (logs := self.logs()):
+            if (logs := self.logs()).count(text) >= count:
                 return logs
             time.sleep(0.05)
-        raise AssertionError(f"{text!r} not logged within {timeout}s:\n{self.logs()}")
+        raise AssertionError(f"{text!r} not logged {count}x within {timeout}s:\n{self.logs()}")
 
     def stop(self) -> None:
         stop_process(self.process)

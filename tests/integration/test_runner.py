@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -91,16 +92,62 @@ def test_sigterm_stops_every_worker(workers: Sidecar) -> None:
         )
 
 
-def test_a_worker_that_dies_takes_the_others_down(workers: Sidecar) -> None:
+def test_a_worker_that_dies_is_replaced_while_the_other_serves(workers: Sidecar) -> None:
     assert workers.process is not None
     first, second = wait_for_workers(workers.process.pid, 2)
-    os.kill(first, signal.SIGKILL)
-    assert workers.process.wait(15) != 0
-    assert "a worker exited with" in workers.logs()
-    assert (
-        not os.path.exists(f"/proc/{second}/cmdline")
-        or not Path(f"/proc/{second}/cmdline").read_bytes()
-    )
+    workers.wait_for_log("listening at", timeout=30, count=2)
+    os.kill(first, signal.SIGKILL)  # connections queued at it are reset, as with any proxy
+    workers.wait_for_log(f"worker {first} exited with -9")
+    for _ in range(10):  # the other worker serves meanwhile (the kernel sends it everything)
+        assert workers.request("GET", "/", [("environment", "dev")]).status == 200
+    replaced = wait_for_new_worker(workers.process.pid, gone=first)
+    assert second in replaced
+    assert workers.process.poll() is None
+    workers.wait_for_log("listening at", timeout=30, count=3)
+
+
+def wait_for_new_worker(parent: int, gone: int, timeout: float = 30.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = children_of(parent)
+        if len(children) == 2 and gone not in children:
+            return children
+        time.sleep(0.1)
+    raise AssertionError(f"worker {gone} was not replaced within {timeout}s")
+
+
+def test_workers_exit_when_the_supervisor_is_killed(workers: Sidecar) -> None:
+    assert workers.process is not None
+    pids = wait_for_workers(workers.process.pid, 2)
+    workers.process.kill()  # SIGKILL: no chance to stop its workers itself
+    workers.process.wait(5)
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, "workers outlived their supervisor"
+        time.sleep(0.1)
+    with pytest.raises(OSError):  # nothing shares the port any more
+        send(workers.port, "GET", "/", timeout=2)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_workers_that_cannot_start_stop_the_supervisor_with_their_status(
+    config_file: Path, default_upstream: Upstream
+) -> None:
+    sidecar = Sidecar(default_upstream.url, config=config_file, engine="runner")
+    sidecar.arguments += ["--workers", "2"]
+    with socket.create_server(("127.0.0.1", sidecar.port)):  # the port is taken, no reuse
+        code = sidecar.run_to_exit(timeout=90)
+    assert code == 1
+    logs = sidecar.logs()
+    assert "failed to start 5 times in a row (last status 1); stopping" in logs
+    assert "starting another in 1 s" in logs and "starting another in 2 s" in logs
 
 
 class _Slow(BaseHTTPRequestHandler):
