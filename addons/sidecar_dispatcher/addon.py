@@ -5,7 +5,8 @@
 
 mitmproxy walks an addon's `addons` list for every hook (as it does for a script's), so each
 part handles only its own hooks, in this order: `StartupPolicy` (logging, trust, other addons'
-options), `LiveConfig` (the config file and the rules in force), `Router` (each request),
+options), `LiveConfig` (the config file and the rules in force), `RequestHygiene` (malformed
+and hop-by-hop headers), `Router` (each request),
 `UpstreamTimeouts` and `Mirror` (what a route asks beyond its destination), then what observes
 finished requests and the sidecar's state: `RequestMetrics`, `AccessLog` and `AdminEndpoint`
 (/metrics, /healthz, /readyz).
@@ -18,6 +19,7 @@ from .admin import Readiness
 from .admin_endpoint import AdminEndpoint
 from .live_config import LiveConfig
 from .mirror import Mirror
+from .request_hygiene import RequestHygiene
 from .request_metrics import RequestMetrics
 from .router import Router
 from .rules import RuleSet
@@ -38,6 +40,7 @@ class Dispatcher:
         self.addons = [
             StartupPolicy(),
             self.config,
+            RequestHygiene(),
             self.router,
             UpstreamTimeouts(),  # 504 when a destination sends no response headers in time
             Mirror(self.metrics),
