@@ -72,13 +72,14 @@ def test_a_refused_request_is_logged_without_a_rule(
 def test_client_controlled_text_is_escaped_in_the_text_line(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
-    forged = "prod\n[10:00:00.000] admin → http://evil (forged) GET / 200"
+    # NEL (U+0085, a latin-1 byte) ends a line for many log viewers; CR and LF never get here.
+    forged = "prod\x85[10:00:00.000] admin → http://evil (forged) GET / 200"
     with caplog.at_level(logging.INFO, logger="sidecar_dispatcher"):
         flow = harness.dispatch(make_flow(("environment", forged)))
         harness.hook(HttpResponseHook(answer(flow)))
     (line,) = info_lines(caplog)
     assert "\n" not in line
-    assert "no rule for environment: prod\\n[10:00:00.000] admin" in line
+    assert "no rule for environment: prod\\x85[10:00:00.000] admin" in line
 
 
 def test_json_lines_go_to_stdout_with_the_documented_fields(

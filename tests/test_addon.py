@@ -96,10 +96,11 @@ def test_unknown_log_level_is_an_options_error(
 
 def test_the_parts_are_registered_in_order_under_their_names(harness: Harness) -> None:
     addons = harness.tctx.master.addons
-    parts = [addons.get(name) for name in ("dispatcher-startup", "dispatcher-config")]
-    assert parts == harness.dispatcher.addons[:2]
+    names = ("dispatcher-startup", "dispatcher-request-limits", "dispatcher-config")
+    parts = [addons.get(name) for name in names]
+    assert parts == harness.dispatcher.addons[:3]
     assert addons.get("dispatcher-router") is harness.dispatcher.router
-    assert harness.dispatcher.addons[1] is harness.dispatcher.config
+    assert harness.dispatcher.addons[2] is harness.dispatcher.config
 
 
 def test_a_master_that_never_sets_the_option_reads_the_config_when_running(

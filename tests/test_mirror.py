@@ -430,8 +430,15 @@ def test_a_copy_that_cannot_be_built_is_counted_as_failed(
     mirroring: Harness, fake_send: FakeSend
 ) -> None:
     flow = api_post()
-    flow.request.headers.fields += ((b"X-Worse", b"a\nb"),)  # as no parser would let in
-    run(lambda: request_hook(mirroring, flow))
+
+    async def with_a_bad_header_added_after_the_checks() -> http.HTTPFlow:
+        mirroring.dispatch(flow)  # RequestHygiene would refuse it before
+        flow.request.headers.fields += ((b"X-Worse", b"a\nb"),)
+        mirroring.hook(HttpRequestHook(flow))
+        await settle(mirroring)
+        return flow
+
+    run(with_a_bad_header_added_after_the_checks)
     assert fake_send.copies == []
     assert counted(mirroring, "failed") == 1
     assert flow.error is None

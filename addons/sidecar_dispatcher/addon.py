@@ -20,6 +20,7 @@ from .admin_endpoint import AdminEndpoint
 from .live_config import LiveConfig
 from .mirror import Mirror
 from .request_hygiene import RequestHygiene
+from .request_limits import RequestLimits
 from .request_metrics import RequestMetrics
 from .router import Router
 from .rules import RuleSet
@@ -39,6 +40,7 @@ class Dispatcher:
         # in place before the router sees a request.
         self.addons = [
             StartupPolicy(),
+            RequestLimits(),
             self.config,
             RequestHygiene(),
             self.router,

@@ -7,8 +7,11 @@ client sends, checked end to end.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import select
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +71,76 @@ def test_a_client_cannot_name_a_patched_header_for_removal_downstream(
     assert received.all("Keep-Alive") == []
     assert received.all("Proxy-Authorization") == []
     still_serves(sidecar)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def pour(port: int, head: bytes, filler: bytes, total: int) -> bytes:
+    """Send `head`, then `filler` until `total` bytes or the sidecar answers; its answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(head)
+        sent = len(head)
+        connection.settimeout(0.5)  # a send that blocks this long: it has stopped reading
+        try:
+            while sent < total:
+                answered, _, _ = select.select([connection], [], [], 0)
+                if answered:  # it has refused: stop pouring, as a client reading would
+                    break
+                connection.sendall(filler)
+                sent += len(filler)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # refused, closed on us, or no longer read: read what it said
+        chunks = []
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            connection.settimeout(5)
+            while chunk := connection.recv(65536):
+                chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_header_line_that_never_ends_gets_431_and_memory_stays_flat(sidecar: Sidecar) -> None:
+    assert sidecar.process is not None
+    pid = sidecar.process.pid if sidecar.engine == "mitmdump" else serving_pid(sidecar)
+    before = rss_bytes(pid)
+    for _ in range(4):  # 4 times 10 MB offered: the sidecar reads at most a limit's worth of each
+        answer = pour(
+            sidecar.port, b"GET / HTTP/1.1\r\nHost: s\r\nX-Huge: ", b"a" * 65536, 10 * 2**20
+        )
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+        assert b"sidecar dispatcher: " in answer and b"Connection: close" in answer
+    grown = rss_bytes(pid) - before
+    assert grown < 16 * 2**20, f"resident memory grew by {grown / 2**20:.1f} MiB"
+    still_serves(sidecar)
+
+
+def serving_pid(sidecar: Sidecar) -> int:
+    """The runner re-executes itself under python -O: the pid stays the same."""
+    assert sidecar.process is not None
+    return sidecar.process.pid
+
+
+def test_a_url_over_the_limit_gets_414(sidecar: Sidecar, default_upstream: Upstream) -> None:
+    before = len(default_upstream.received)
+    answer = exchange(sidecar.port, b"GET /" + b"u" * 9000 + b" HTTP/1.1\r\nHost: s\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 414 "), answer[:100]
+    assert len(default_upstream.received) == before
+    still_serves(sidecar)
+
+
+def test_a_head_of_many_lines_over_the_limit_gets_431(sidecar: Sidecar) -> None:
+    lines = b"".join(b"X-Line-%d: %s\r\n" % (n, b"v" * 100) for n in range(400))  # ~45 KB
+    answer = exchange(sidecar.port, b"GET / HTTP/1.1\r\nHost: s\r\n" + lines + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    still_serves(sidecar)
+
+
+def test_heads_within_the_limits_pass(sidecar: Sidecar, dev_upstream: Upstream) -> None:
+    big = [(f"X-Big-{n}", "v" * 7000) for n in range(3)]  # 21 KB of headers, lines under 8 KiB
+    response = sidecar.request("GET", "/big", [("environment", "dev"), *big])
+    assert response.status == 200
+    assert dev_upstream.last().header("X-Big-2") == "v" * 7000

@@ -5,14 +5,15 @@
 mitmproxy's addon API (hooks, options, commands, flows) is public. The lean runner also relies
 on a few internals: private attributes, a discouraged call and one replaced method; and the
 upstream timeout (`timeouts.py`, under mitmdump too) on two wrapped methods of mitmproxy's HTTP
-layer and an injected event. Each is wrapped in this package (`lean_master.py`, `overdue.py`;
-their checks in `lean_master.py` and `overdue_checks.py`) and listed in `REACHES` with a check
-that it is still there and shaped as this code expects. `tests/test_mitmproxy_internals.py`
-runs every check against the installed mitmproxy, and the runner runs them at start-up and
-refuses to start, naming the internal and the mitmproxy version, instead of misbehaving after an
-upgrade
-(under mitmdump, `UpstreamTimeouts` runs the checks of its own reaches and logs an error, which
-stops mitmdump at start-up). A new reach goes here, with a check in `REACHES` and a test; no
+layer and an injected event; and bounded request heads (`request_limits.py`) on mitmproxy's
+HTTP/1 head reader. Each is wrapped in this package (`lean_master.py`, `overdue.py`,
+`request_heads.py`; their checks beside them and in `overdue_checks.py`) and listed in
+`REACHES` with a check that it is still there and shaped as this code expects.
+`tests/test_mitmproxy_internals.py` runs every check against the installed mitmproxy, and the
+runner runs them at start-up and refuses to start, naming the internal and the mitmproxy
+version, instead of misbehaving after an upgrade (under mitmdump, `UpstreamTimeouts` and
+`RequestLimits` run the checks of their own reaches and log an error, which stops mitmdump at
+start-up). A new reach goes here, with a check in `REACHES` and a test; no
 other module of the package imports a private name of mitmproxy.
 """
 
@@ -22,7 +23,7 @@ from importlib import metadata
 
 from mitmproxy import master
 
-from . import lean_master, overdue, overdue_checks
+from . import lean_master, overdue, overdue_checks, request_heads
 from .checking import Reach, source_lacks, stock_method
 from .lean_master import (
     configure_all,
@@ -38,6 +39,7 @@ from .overdue import (
     inject_overdue,
 )
 from .overdue_checks import _check_http_layer, _check_http_stream
+from .request_heads import bound_request_heads
 
 __all__ = [
     "REACHES",
@@ -48,6 +50,7 @@ __all__ = [
     "_check_http_layer",
     "_check_http_stream",
     "answer_overdue_flows",
+    "bound_request_heads",
     "configure_all",
     "drop_legacy_log_events",
     "inject_overdue",
@@ -56,6 +59,7 @@ __all__ = [
     "open_connections",
     "overdue",
     "overdue_checks",
+    "request_heads",
     "self_check",
     "share_listening_port",
     "source_lacks",
@@ -68,7 +72,11 @@ def mitmproxy_version() -> str:
     return metadata.version("mitmproxy")
 
 
-REACHES = (*lean_master.LEAN_MASTER_REACHES, *overdue_checks.OVERDUE_REACHES)
+REACHES = (
+    *lean_master.LEAN_MASTER_REACHES,
+    *overdue_checks.OVERDUE_REACHES,
+    *request_heads.REQUEST_HEAD_REACHES,
+)
 
 
 def self_check(lean: master.Master, *, timeouts_only: bool = False) -> list[str]:
