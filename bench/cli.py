@@ -13,7 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from . import options_study, profiling, report, routing_study, suite
+from . import diff_study, options_study, profiling, report, routing_study, suite
 from .processes import choose_pinning
 
 logger = logging.getLogger("bench")
@@ -30,9 +30,10 @@ def parse(arguments: Sequence[str]) -> argparse.Namespace:
         "study",
         nargs="?",
         default="suite",
-        choices=("suite", "options", "observability", "routing", "profile", "render"),
+        choices=("suite", "options", "observability", "routing", "profile", "diff", "render"),
         help="suite: the peers table (default); options: runner option costs; observability: "
         "what metrics and the access log cost; routing: what routes cost; profile: py-spy; "
+        "diff: time and memory of `sidecar-dispatcher diff` over 10k and 100k flows; "
         "render: write a results JSON file's markdown again, measuring nothing",
     )
     parser.add_argument("json", nargs="?", type=Path, help="for render: the results JSON file")
@@ -90,7 +91,9 @@ def render(path: Path | None) -> int:
         return 2
     document = json.loads(path.read_text())
     command = document.get("command") or default_command(document)
-    if "samples_us" in document:
+    if "diff_runs" in document:
+        text = diff_study.markdown(document, command)
+    elif "samples_us" in document:
         text = routing_study.markdown(document, command)
     elif "groups" in document:
         text = options_study.markdown(document, command)
@@ -127,6 +130,8 @@ def choose(options: argparse.Namespace) -> tuple[Study, str]:
         return run_observability, "observability-quick" if options.quick else "observability"
     if options.study == "profile":
         return run_profile, "profile-quick" if options.quick else "profile"
+    if options.study == "diff":
+        return run_diff, "diff-quick" if options.quick else "diff"
     return run_suite, "quick" if options.quick else "latest"
 
 
@@ -149,6 +154,11 @@ def run_observability(quick: bool, command: str) -> tuple[dict[str, Any], str]:
 def run_routing(quick: bool, command: str) -> tuple[dict[str, Any], str]:
     document = routing_study.run_routing_study(quick, choose_pinning())
     return document, routing_study.markdown(document, command)
+
+
+def run_diff(quick: bool, command: str) -> tuple[dict[str, Any], str]:
+    document = diff_study.run_diff_study(quick, choose_pinning())
+    return document, diff_study.markdown(document, command)
 
 
 def run_profile(quick: bool, command: str) -> tuple[dict[str, Any], str]:

@@ -604,3 +604,13 @@ def test_a_connect_two_http2_streams_wait_for_is_cancelled_once_both_are_overdue
     }
     assert answers == {1: b"504", 3: b"504"}
     assert first.error is None and second.error is None
+
+
+def test_the_flow_format_diff_reads_is_the_installed_one() -> None:
+    assert internals.flow_file.check_flow_format() is None
+
+
+def test_a_new_flow_format_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(internals.flow_file, "KNOWN_FORMAT_VERSION", 20)
+    problem = internals.flow_file.check_flow_format()
+    assert problem is not None and problem.startswith("flow format version 21, not 20")

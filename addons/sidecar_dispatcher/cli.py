@@ -3,9 +3,11 @@
     sidecar-dispatcher [run] [--workers N] [--set NAME=VALUE ...]
     sidecar-dispatcher validate [PATH]
     sidecar-dispatcher explain [--config PATH] [-v] -H 'environment: dev' [-X METHOD] /path?query
+    sidecar-dispatcher diff --flows FILE [--flows FILE ...] --config NEW.yaml [--against OLD.yaml]
 
 `validate` and `explain` import nothing from mitmproxy and send nothing; `explain` runs the same
-`resolve` the live addon runs. PATH defaults to $SIDECAR_CONFIG, else config.yaml.
+`resolve` the live addon runs. PATH defaults to $SIDECAR_CONFIG, else config.yaml. `diff` sends
+nothing either; it imports mitmproxy's flow file format only when it reads a flow file.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TextIO
 
 from . import __version__
 from .config import ConfigError, default_config_path, load_config
+from .config_diff import DiffReport, compare
 from .descriptions import (
     describe_answer,
     describe_pick,
@@ -27,6 +30,7 @@ from .descriptions import (
     route_extras,
 )
 from .header_list import HeaderList, parse_header
+from .recorded import RecordingError, read_requests
 from .routing import AmbiguousRequest, resolve
 from .supervisor import run
 
@@ -94,6 +98,29 @@ def explain(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         for line in route_extras(route, decision):
             print(line, file=out)
     return 0
+
+
+def diff(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Exit 0: no recorded request would change; 1: some would; 2: bad input."""
+    try:
+        new = load_config(arguments.config)
+        old = load_config(arguments.against) if arguments.against else None
+    except ConfigError as e:
+        print(e, file=err)
+        return 2
+    report = DiffReport(show=arguments.show)
+    try:
+        for path in arguments.flows:
+            for request in read_requests(path):
+                report.add(compare(request, new, old))
+    except RecordingError as e:
+        print(f"sidecar-dispatcher diff: {e}", file=err)
+        return 2
+    if not report.total:
+        print("sidecar-dispatcher diff: no HTTP request in the files given", file=err)
+        return 2
+    print(report.json() if arguments.json else report.text(), file=out)
+    return 1 if report.changed else 0
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -166,7 +193,47 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="as with mitmproxy's keep_host_header: keep the client's Host",
     )
+    add_diff_parser(commands)
     return parser
+
+
+def add_diff_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    compared = commands.add_parser(
+        "diff",
+        help="show which recorded requests a new config would send elsewhere",
+        description="Resolve every request of the recorded traffic under NEW.yaml and compare "
+        "it with its decision under OLD.yaml, or with the decision the sidecar recorded. Print "
+        "the changes grouped, with counts and examples (header names only, never values). Exit "
+        "0 when nothing would change, 1 when something would, 2 on bad input. Nothing is sent.",
+    )
+    compared.add_argument(
+        "--flows",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="a mitmproxy flow file (mitmdump -w, save_stream_file) or a HAR file (repeatable)",
+    )
+    compared.add_argument("--config", required=True, metavar="NEW.yaml", help="the new config")
+    compared.add_argument(
+        "--against",
+        metavar="OLD.yaml",
+        help="compare with this config's decisions instead of the recorded ones "
+        "(required for HAR files, which record no decision)",
+    )
+    compared.add_argument("--json", action="store_true", help="print one JSON object")
+    compared.add_argument(
+        "--show",
+        type=count,
+        default=3,
+        metavar="N",
+        help="example requests shown per group of changes (default: 3)",
+    )
+
+
+def count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got {text!r}")
+    return int(text)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -189,7 +256,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
 
-COMMANDS = ("run", "validate", "explain")
+COMMANDS = ("run", "validate", "explain", "diff")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -201,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(arguments.options, arguments.workers, arguments.reuse_port)
     if arguments.command == "validate":
         return validate(arguments.path, sys.stdout)
+    if arguments.command == "diff":
+        return diff(arguments, sys.stdout, sys.stderr)
     return explain(arguments, sys.stdout, sys.stderr)
 
 

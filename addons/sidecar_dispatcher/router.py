@@ -15,6 +15,7 @@ import traceback
 from mitmproxy import ctx, http
 
 from .live_config import LiveConfig
+from .recorded import CLIENT_REQUEST_KEY, client_request_record
 from .routes import HeaderAppend, HeaderRemoval
 from .routing import METADATA_KEY, AmbiguousRequest, Decision, label_for, resolve
 
@@ -77,11 +78,16 @@ class Router:
             keep_host=self.keep_host_header,
             method=request.method,
         )
+        # Before the edits: what they overwrite, so that `diff` can rebuild the client's request.
+        client_request = client_request_record(
+            decision, request.path, request.headers, keep_host=self.keep_host_header
+        )
         if decision.answer is not None:  # `unmatched`: the sidecar answers, nothing is sent
             flow.response = error_response(decision.answer.status, decision.answer.body)
         else:
             apply_decision(request, decision, keep_host=self.keep_host_header)
         record(flow, decision)
+        flow.metadata[METADATA_KEY][CLIENT_REQUEST_KEY] = client_request
 
 
 class _RequestHeaders:

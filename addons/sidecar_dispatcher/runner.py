@@ -24,6 +24,7 @@ from mitmproxy.addons import (
     errorcheck,
     next_layer,
     proxyserver,
+    save,
     tlsconfig,
     update_alt_svc,
 )
@@ -48,6 +49,18 @@ def lean_addons() -> list[object]:
     ]
 
 
+RECORDING_OPTION = "save_stream_file"  # mitmproxy's `save` addon, loaded when it is set
+
+
+def recording_addons(set_options: Sequence[str]) -> list[object]:
+    """mitmproxy's `save` addon (options `save_stream_file`, `save_stream_filter`) when
+    `save_stream_file` is among the options, to record traffic for `sidecar-dispatcher diff`;
+    else none, so that nothing runs for it."""
+    if any(option.partition("=")[0] == RECORDING_OPTION for option in set_options):
+        return [save.Save()]
+    return []
+
+
 def build_master(set_options: Sequence[str], *, reuse_port: bool) -> master.Master:
     """The master with every option applied and the config read; nothing listens yet.
 
@@ -55,7 +68,13 @@ def build_master(set_options: Sequence[str], *, reuse_port: bool) -> master.Mast
     """
     opts = options.Options()
     lean = master.Master(opts, event_loop=asyncio.get_running_loop(), with_termlog=True)
-    lean.addons.add(*lean_addons(), Dispatcher())
+    recording = recording_addons(set_options)
+    if recording and reuse_port:  # each worker would open, and interleave flows in, one file
+        raise exceptions.OptionsError(
+            f"{RECORDING_OPTION} cannot be used with --workers: the workers would write one "
+            "file; record on a sidecar with one worker"
+        )
+    lean.addons.add(*lean_addons(), *recording, Dispatcher())
     if problems := internals.self_check(lean):
         raise internals.InternalsChanged(problems)
     internals.drop_legacy_log_events(lean)

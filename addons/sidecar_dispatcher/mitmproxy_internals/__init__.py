@@ -2,19 +2,19 @@
 
     problems = self_check(master)   # [] when the installed mitmproxy has all of them
 
-mitmproxy's addon API (hooks, options, commands, flows) is public. The lean runner also relies
-on a few internals: private attributes, a discouraged call and one replaced method; and the
-upstream timeout (`timeouts.py`, under mitmdump too) on two wrapped methods of mitmproxy's HTTP
-layer and an injected event; and bounded request heads (`request_limits.py`) on mitmproxy's
-HTTP/1 head reader. Each is wrapped in this package (`lean_master.py`, `overdue.py`,
-`request_heads.py`; their checks beside them and in `overdue_checks.py`) and listed in
-`REACHES` with a check that it is still there and shaped as this code expects.
+mitmproxy's addon API (hooks, options, commands, flows) is public. Some of this project relies
+on more: the lean runner on private attributes, a discouraged call and one replaced method
+(`lean_master.py`); the upstream timeout (`timeouts.py`, under mitmdump too) on two wrapped
+methods of mitmproxy's HTTP layer and an injected event (`overdue.py`, checks in
+`overdue_checks.py`); bounded request heads (`request_limits.py`) on mitmproxy's HTTP/1 head
+reader (`request_heads.py`); and `diff` on mitmproxy's flow format (`flow_file.py`). Each is
+listed in `REACHES` with a check that it is still there and shaped as this code expects.
 `tests/test_mitmproxy_internals.py` runs every check against the installed mitmproxy, and the
 runner runs them at start-up and refuses to start, naming the internal and the mitmproxy
 version, instead of misbehaving after an upgrade (under mitmdump, `UpstreamTimeouts` and
 `RequestLimits` run the checks of their own reaches and log an error, which stops mitmdump at
-start-up). A new reach goes here, with a check in `REACHES` and a test; no
-other module of the package imports a private name of mitmproxy.
+start-up). A new reach goes here, with a check in `REACHES` and a test; no other module of the
+package imports a private name of mitmproxy.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from importlib import metadata
 
 from mitmproxy import master
 
-from . import lean_master, overdue, overdue_checks, request_heads
+from . import flow_file, lean_master, overdue, overdue_checks, request_heads
 from .checking import Reach, source_lacks, stock_method
 from .lean_master import (
     configure_all,
@@ -53,6 +53,7 @@ __all__ = [
     "bound_request_heads",
     "configure_all",
     "drop_legacy_log_events",
+    "flow_file",
     "inject_overdue",
     "lean_master",
     "mitmproxy_version",
@@ -76,6 +77,7 @@ REACHES = (
     *lean_master.LEAN_MASTER_REACHES,
     *overdue_checks.OVERDUE_REACHES,
     *request_heads.REQUEST_HEAD_REACHES,
+    *flow_file.FLOW_FILE_REACHES,
 )
 
 
