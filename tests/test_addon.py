@@ -235,8 +235,8 @@ def test_exception_in_dispatch_fails_closed_with_502(
     assert flow.response is not None
     assert flow.response.status_code == 502
     assert flow.response.headers["Content-Type"].startswith("text/plain")
-    assert b"dispatch failed" in body(flow)
-    assert b"routing exploded" in body(flow)
+    assert body(flow) == b"sidecar dispatcher: dispatch failed (RuntimeError; see the log)\n"
+    assert "routing exploded" in caplog.text  # the details: in the log, not in the answer
     assert any(
         "Traceback" in record.getMessage()
         for record in caplog.records
@@ -244,14 +244,16 @@ def test_exception_in_dispatch_fails_closed_with_502(
     )
 
 
-def test_without_config_requests_fail_closed() -> None:
+def test_without_config_requests_fail_closed(caplog: pytest.LogCaptureFixture) -> None:
     dispatcher = Dispatcher()
     with taddons.context(dispatcher) as tctx:
         flow = make_flow()
-        invoke(tctx, dispatcher, HttpRequestHeadersHook(flow))
+        with caplog.at_level(logging.ERROR, logger="sidecar_dispatcher"):
+            invoke(tctx, dispatcher, HttpRequestHeadersHook(flow))
         assert flow.response is not None
         assert flow.response.status_code == 502
-        assert b"no configuration" in body(flow)
+        assert b"dispatch failed (RuntimeError; see the log)" in body(flow)
+        assert "no configuration loaded" in caplog.text
 
 
 def test_flows_already_answered_or_replayed_are_left_alone(harness: Harness) -> None:

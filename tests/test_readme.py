@@ -313,7 +313,7 @@ def runner_option_names() -> set[str]:
 def test_every_option_set_for_the_runner_is_one_it_accepts() -> None:
     accepted = runner_option_names()
     assert {"dispatcher_config", "listen_host", "stream_large_bodies"} <= accepted
-    assert "block_global" not in accepted  # the runner does not load mitmproxy's block addon
+    assert "block_global" in accepted  # as mitmdump, the runner loads mitmproxy's block addon
     unknown = []
     for code, arguments in dispatcher_commands():
         if arguments[0] != "run":

@@ -15,6 +15,7 @@ import traceback
 from mitmproxy import ctx, http
 
 from .live_config import LiveConfig
+from .log_safety import printable
 from .recorded import CLIENT_REQUEST_KEY, client_request_record
 from .routes import HeaderAppend, HeaderRemoval
 from .routing import METADATA_KEY, AmbiguousRequest, Decision, label_for, resolve
@@ -43,16 +44,24 @@ class Router:
         try:
             self._dispatch(flow)
         except AmbiguousRequest as e:
-            logger.warning("refused %s %s: %s", flow.request.method, flow.request.path, e)
+            logger.warning(
+                "refused %s %s: %s",
+                printable(flow.request.method),
+                printable(flow.request.path.partition("?")[0]),
+                printable(str(e)),
+            )
             flow.response = error_response(400, f"sidecar dispatcher: {e}")
         except Exception as e:  # fail closed: never let the request reach the wrong upstream
             logger.error(
                 "dispatch failed for %s %s:\n%s",
-                flow.request.method,
-                flow.request.path,
+                printable(flow.request.method),
+                printable(flow.request.path.partition("?")[0]),
                 traceback.format_exc(),
             )
-            flow.response = error_response(502, f"sidecar dispatcher: dispatch failed ({e!r})")
+            # The client learns what kind of failure, the log has the rest (it may name
+            # internal addresses or values).
+            reason = f"sidecar dispatcher: dispatch failed ({type(e).__name__}; see the log)"
+            flow.response = error_response(502, reason)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         decision = flow.metadata.get(METADATA_KEY)
@@ -63,7 +72,9 @@ class Router:
         decision = flow.metadata.get(METADATA_KEY)
         if decision and flow.error:
             label = decision.get("label") or label_for(decision["rule"])
-            logger.warning("%s → %s failed: %s", label, decision["destination"], flow.error.msg)
+            # mitmproxy's message may quote what the destination sent: escaped and cut too.
+            message = printable(flow.error.msg)
+            logger.warning("%s → %s failed: %s", label, decision["destination"], message)
 
     def _dispatch(self, flow: http.HTTPFlow) -> None:
         rules = self.live_config.rules
@@ -122,6 +133,12 @@ def apply_decision(request: http.Request, decision: Decision, *, keep_host: bool
     if keep_host:
         request.host_header = client_host_header  # setting .host rewrote it
     decision.apply_headers(_RequestHeaders(request))
+    if not (request.is_http2 or request.is_http3):
+        # An absolute-form request (`GET http://app/x`, a client using the sidecar as its
+        # http_proxy) would go upstream in absolute form, naming the destination's address while
+        # Host names the patched host; an upstream follows the request line (RFC 9112 §3.2.2).
+        # Origin form, always: mitmproxy writes it when the request has no authority.
+        request.authority = ""
 
 
 def record(flow: http.HTTPFlow, decision: Decision) -> None:

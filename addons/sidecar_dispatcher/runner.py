@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from mitmproxy import exceptions, master, options
 from mitmproxy.addons import (
+    block,
     core,
     disable_h2c,
     errorcheck,
@@ -40,6 +41,7 @@ def lean_addons() -> list[object]:
     """The addons a dispatching reverse proxy needs, in mitmdump's order."""
     return [
         core.Core(),  # option checks and the core commands
+        block.Block(),  # as mitmdump: clients with public addresses refused (block_global)
         disable_h2c.DisableH2C(),  # as mitmdump: refuse h2c upgrades it cannot proxy
         proxyserver.Proxyserver(),  # listening, connections, streaming, timeouts
         next_layer.NextLayer(),  # protocol detection (TLS, HTTP/1, HTTP/2, WebSocket)

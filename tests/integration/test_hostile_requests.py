@@ -144,3 +144,33 @@ def test_heads_within_the_limits_pass(sidecar: Sidecar, dev_upstream: Upstream) 
     response = sidecar.request("GET", "/big", [("environment", "dev"), *big])
     assert response.status == 200
     assert dev_upstream.last().header("X-Big-2") == "v" * 7000
+
+
+def test_an_absolute_form_request_goes_upstream_in_origin_form(
+    sidecar: Sidecar, dev_upstream: Upstream
+) -> None:
+    # A client using the sidecar as its http_proxy; an upstream follows the request line.
+    answer = exchange(
+        sidecar.port,
+        b"GET http://app.internal/page?q=1 HTTP/1.1\r\nHost: app.internal\r\n"
+        b"environment: dev\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    received = dev_upstream.last()
+    assert received.path == "/base/page?q=1"  # not http://127.0.0.1:…/base/page
+    assert received.all("Host") == ["example.com"]
+    still_serves(sidecar)
+
+
+def test_log_lines_escape_what_a_client_sent(sidecar: Sidecar) -> None:
+    # Two different key values: refused, and the refusal logged with the values escaped.
+    answer = exchange(
+        sidecar.port,
+        b"GET /x HTTP/1.1\r\nHost: s\r\nenvironment: dev\r\n"
+        b"environment: qa\x1b[31m\x85forged\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    logs = sidecar.wait_for_log("conflicting environment headers")
+    (line,) = [line for line in logs.splitlines() if "conflicting environment headers" in line]
+    assert "\x1b" not in line and "\x85" not in line
+    assert "forged" in line

@@ -209,6 +209,16 @@ def test_options_of_addons_it_does_not_load_are_refused(config_file: Path) -> No
     assert "unknown option(s) for the lean runner: map_remote" in result.stderr
 
 
+def test_it_loads_mitmproxy_s_block_addon_as_mitmdump_does(
+    config_file: Path, default_upstream: Upstream
+) -> None:
+    sidecar = Sidecar(
+        default_upstream.url, config=config_file, engine="runner", options=["block_global=false"]
+    )
+    with sidecar:  # refused as an unknown option before the runner loaded the block addon
+        assert sidecar.request("GET", "/", [("environment", "dev")]).status == 200
+
+
 @pytest.mark.parametrize("port", ["abc", "0", "70000"])
 def test_bad_sidecar_port_is_refused(config_file: Path, port: str) -> None:
     result = subprocess.run(
