@@ -16,13 +16,14 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h11
 import pytest
 from mitmproxy import addonmanager, connection, http, master, options
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.connection import ConnectionState
 from mitmproxy.proxy import commands, events, mode_servers
 from mitmproxy.proxy.context import Context
-from mitmproxy.proxy.layers.http import HttpLayer, HTTPMode, HttpStream
+from mitmproxy.proxy.layers.http import HttpLayer, HTTPMode, HttpStream, _http1
 from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 from mitmproxy.test import taddons, tflow
 
@@ -614,3 +615,25 @@ def test_a_new_flow_format_is_noticed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(internals.flow_file, "KNOWN_FORMAT_VERSION", 20)
     problem = internals.flow_file.check_flow_format()
     assert problem is not None and problem.startswith("flow format version 21, not 20")
+
+
+def test_the_body_readers_still_refuse_trailers_so_dropping_them_is_needed() -> None:
+    assert internals.trailers.check_trailers() is None
+
+
+def test_trailers_implemented_by_mitmproxy_would_be_noticed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(internals.trailers, "STOCK_READ_BODY", ("yield ReceiveTrailers(",))
+    problem = internals.trailers.check_trailers()
+    assert problem is not None and "no longer has `yield ReceiveTrailers(`" in problem
+
+
+def test_a_chunked_body_ending_with_trailers_ends_without_them() -> None:
+    buffer = _http1.ReceiveBuffer()  # type: ignore[attr-defined]  # what mitmproxy reads into
+    buffer += b"3\r\nabc\r\n0\r\nX-Checksum: 42\r\n\r\n"
+    chunked = _http1.ChunkedReader()  # type: ignore[attr-defined]
+    reader = internals.trailers.TrailerDroppingReader(chunked)
+    events = [reader(buffer), reader(buffer)]
+    assert isinstance(events[0], h11.Data) and bytes(events[0].data) == b"abc"
+    assert isinstance(events[1], h11.EndOfMessage) and list(events[1].headers) == []

@@ -1,10 +1,11 @@
-"""Request head limits as mitmproxy options, and the reader that enforces them installed.
+"""What mitmproxy's HTTP/1 reader leaves open, closed: unbounded heads and chunked trailers.
 
     mitmdump ... -s addons/dispatcher.py --set dispatcher_max_header_line=16384
 
 Options (bytes; nginx's defaults): `dispatcher_max_request_line` 8192 (→ 414),
-`dispatcher_max_header_line` 8192 and `dispatcher_max_request_head` 32768 (→ 431). The reader
-lives in `mitmproxy_internals.request_heads`, installed once per process when this addon loads.
+`dispatcher_max_header_line` 8192 and `dispatcher_max_request_head` 32768 (→ 431). Chunked
+trailer fields, which mitmproxy would crash on, are dropped. Both live in `mitmproxy_internals`
+(`request_heads.py`, `trailers.py`), installed once per process when this addon loads.
 """
 
 from __future__ import annotations
@@ -57,6 +58,15 @@ class RequestLimits:
             )
             return
         internals.bound_request_heads(lambda: InForce.limits)
+        # HTTP/1 framing at the same door: trailers mitmproxy would crash on are dropped.
+        if (trailers_problem := internals.trailers.check_trailers()) is not None:
+            logger.error(
+                "mitmproxy %s lacks what dropping chunked trailers relies on: %s",
+                internals.mitmproxy_version(),
+                trailers_problem,
+            )
+            return
+        internals.drop_chunked_trailers()
 
     def configure(self, updated: set[str]) -> None:
         if not updated & OPTIONS.keys():

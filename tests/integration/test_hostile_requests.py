@@ -11,11 +11,15 @@ import contextlib
 import http.client
 import select
 import socket
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
-from .processes import Sidecar, Upstream
+from .conftest import SaveConfig
+from .processes import LoopbackServer, Sidecar, Upstream
 
 
 def exchange(port: int, raw: bytes, timeout: float = 5.0) -> bytes:
@@ -174,3 +178,51 @@ def test_log_lines_escape_what_a_client_sent(sidecar: Sidecar) -> None:
     (line,) = [line for line in logs.splitlines() if "conflicting environment headers" in line]
     assert "\x1b" not in line and "\x85" not in line
     assert "forged" in line
+
+
+def test_a_chunked_request_with_trailers_is_answered(
+    sidecar: Sidecar, dev_upstream: Upstream
+) -> None:
+    # mitmproxy raised NotImplementedError on trailers: "mitmproxy has crashed!", no answer.
+    answer = exchange(
+        sidecar.port,
+        b"POST /upload HTTP/1.1\r\nHost: s\r\nenvironment: dev\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: abc\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert dev_upstream.last().body == b"hello world"
+    assert "has crashed" not in sidecar.logs()
+    still_serves(sidecar)
+
+
+class _TrailingHandler(BaseHTTPRequestHandler):
+    """Answers in chunks, with a trailer field after the last one."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.wfile.write(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n"
+            b"3\r\nabc\r\n3\r\ndef\r\n0\r\nX-Checksum: 42\r\n\r\n"
+        )
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@dataclass
+class TrailingUpstream(LoopbackServer):
+    handler_base: ClassVar[type[BaseHTTPRequestHandler]] = _TrailingHandler
+
+
+def test_a_response_with_trailers_reaches_the_client(
+    save_config: SaveConfig, default_upstream: Upstream, engine: str
+) -> None:
+    with TrailingUpstream("trailing") as trailing:
+        config = save_config(f"key: environment\ndestination: {trailing.url}\n")
+        with Sidecar(default_upstream.url, config=config, engine=engine) as sidecar:
+            response = sidecar.request("GET", "/")
+            assert response.status == 200
+            assert response.body == b"abcdef"
+            assert "has crashed" not in sidecar.logs()

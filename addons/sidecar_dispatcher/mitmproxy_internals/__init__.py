@@ -7,7 +7,8 @@ on more: the lean runner on private attributes, a discouraged call and one repla
 (`lean_master.py`); the upstream timeout (`timeouts.py`, under mitmdump too) on two wrapped
 methods of mitmproxy's HTTP layer and an injected event (`overdue.py`, checks in
 `overdue_checks.py`); bounded request heads (`request_limits.py`) on mitmproxy's HTTP/1 head
-reader (`request_heads.py`); and `diff` on mitmproxy's flow format (`flow_file.py`). Each is
+reader (`request_heads.py`); chunked trailers on its HTTP/1 body readers (`trailers.py`); and
+`diff` on mitmproxy's flow format (`flow_file.py`). Each is
 listed in `REACHES` with a check that it is still there and shaped as this code expects.
 `tests/test_mitmproxy_internals.py` runs every check against the installed mitmproxy, and the
 runner runs them at start-up and refuses to start, naming the internal and the mitmproxy
@@ -23,7 +24,7 @@ from importlib import metadata
 
 from mitmproxy import master
 
-from . import flow_file, lean_master, overdue, overdue_checks, request_heads
+from . import flow_file, lean_master, overdue, overdue_checks, request_heads, trailers
 from .checking import Reach, source_lacks, stock_method
 from .lean_master import (
     configure_all,
@@ -40,6 +41,7 @@ from .overdue import (
 )
 from .overdue_checks import _check_http_layer, _check_http_stream
 from .request_heads import bound_request_heads
+from .trailers import drop_chunked_trailers
 
 __all__ = [
     "REACHES",
@@ -52,6 +54,7 @@ __all__ = [
     "answer_overdue_flows",
     "bound_request_heads",
     "configure_all",
+    "drop_chunked_trailers",
     "drop_legacy_log_events",
     "flow_file",
     "inject_overdue",
@@ -66,6 +69,7 @@ __all__ = [
     "source_lacks",
     "stock_method",
     "stop_listening",
+    "trailers",
 ]
 
 
@@ -78,6 +82,7 @@ REACHES = (
     *overdue_checks.OVERDUE_REACHES,
     *request_heads.REQUEST_HEAD_REACHES,
     *flow_file.FLOW_FILE_REACHES,
+    *trailers.TRAILER_REACHES,
 )
 
 
