@@ -89,6 +89,33 @@ def test_an_upstream_failure_counts_as_a_502_and_by_its_kind(observed: Harness) 
     }
 
 
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        (
+            "Received invalid content-length header: '1, 2' from client, refusing to prevent "
+            "request smuggling attacks. Disable the validate_inbound_headers option to skip "
+            "this security check.",
+            "400",
+        ),
+        ("Invalid request scheme: ftp", "400"),
+        ("Request body exceeds mitmproxy's body_size_limit.", "413"),
+    ],
+)
+def test_a_request_mitmproxy_refused_counts_with_the_status_it_answered(
+    observed: Harness, message: str, code: str
+) -> None:
+    flow = make_flow(("environment", "dev"))  # refused before any rule: never dispatched
+    flow.request.timestamp_start = time.time()
+    flow.error = tflow.terr(message)
+    observed.hook(HttpErrorHook(flow))
+    metrics = observed.dispatcher.metrics.metrics
+    assert requests_total(metrics) == {
+        (("code", code), ("destination", "none"), ("rule", "refused")): 1.0
+    }
+    assert samples(metrics.exposition(), "sidecar_dispatcher_upstream_errors_total") == {}
+
+
 def test_a_client_that_left_is_not_an_answered_request(observed: Harness) -> None:
     flow = observed.dispatch(make_flow(("environment", "dev")))
     flow.error = tflow.terr("Client disconnected.")

@@ -5,7 +5,7 @@
 
 mitmproxy walks an addon's `addons` list for every hook (as it does for a script's), so each
 part handles only its own hooks, in this order: `StartupPolicy` (logging, trust, other addons'
-options), `LiveConfig` (the config file and the rules in force), `RequestHygiene` (malformed
+options), `LiveConfig` (the config file and the rules in force), `HeaderHygiene` (malformed
 and hop-by-hop headers), `Router` (each request),
 `UpstreamTimeouts` and `Mirror` (what a route asks beyond its destination), then what observes
 finished requests and the sidecar's state: `RequestMetrics`, `AccessLog` and `AdminEndpoint`
@@ -19,7 +19,7 @@ from .admin import Readiness
 from .admin_endpoint import AdminEndpoint
 from .live_config import LiveConfig
 from .mirror import Mirror
-from .request_hygiene import RequestHygiene
+from .header_hygiene import HeaderHygiene
 from .request_limits import RequestLimits
 from .request_metrics import RequestMetrics
 from .router import Router
@@ -42,7 +42,7 @@ class Dispatcher:
             StartupPolicy(),
             RequestLimits(),
             self.config,
-            RequestHygiene(),
+            HeaderHygiene(),
             self.router,
             UpstreamTimeouts(),  # 504 when a destination sends no response headers in time
             Mirror(self.metrics),

@@ -44,6 +44,13 @@ _UPSTREAM_ERROR_KINDS = (
     ("reset", ("reset", "server closed connection", "broken pipe", "unexpected server response")),
     ("protocol", ("cannot parse http response", "from server, refusing")),
 )
+# mitmproxy's messages when it refuses a client's request itself (request smuggling shapes,
+# a bad scheme, a body over body_size_limit), and the status its answer has.
+_REFUSED_BY_MITMPROXY = (
+    ("from client, refusing", 400),
+    ("invalid request scheme", 400),
+    ("request body exceeds", 413),
+)
 # mitmproxy's messages for a client that went away (HTTP/1, HTTP/2, a killed flow).
 _CLIENT_GONE = ("client disconnected", "stream reset by client", "killed")
 
@@ -55,6 +62,15 @@ def upstream_error_kind(message: str) -> str:
         if any(fragment in lowered for fragment in fragments):
             return kind
     return "other"
+
+
+def refused_by_mitmproxy(message: str) -> int | None:
+    """The status mitmproxy answered with, when it refused the client's request; else None."""
+    lowered = message.lower()
+    for fragment, status in _REFUSED_BY_MITMPROXY:
+        if fragment in lowered:
+            return status
+    return None
 
 
 def client_went_away(message: str) -> bool:
@@ -98,6 +114,8 @@ class Outcome:
             finished = time.time()
             if error is not None and client_went_away(error):
                 status = CLIENT_CLOSED_STATUS
+            elif error is not None and (refused := refused_by_mitmproxy(error)) is not None:
+                status = refused
             else:
                 status = UPSTREAM_FAILED_STATUS
                 upstream_error = error or "no response"

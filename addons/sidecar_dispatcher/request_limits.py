@@ -1,11 +1,14 @@
-"""What mitmproxy's HTTP/1 reader leaves open, closed: unbounded heads and chunked trailers.
+"""What mitmproxy's HTTP/1 layers leave open, closed: unbounded heads, trailers, 1xx, error pages.
 
     mitmdump ... -s addons/dispatcher.py --set dispatcher_max_header_line=16384
 
 Options (bytes; nginx's defaults): `dispatcher_max_request_line` 8192 (→ 414),
 `dispatcher_max_header_line` 8192 and `dispatcher_max_request_head` 32768 (→ 431). Chunked
-trailer fields, which mitmproxy would crash on, are dropped. Both live in `mitmproxy_internals`
-(`request_heads.py`, `trailers.py`), installed once per process when this addon loads.
+trailer fields, which mitmproxy would crash on, are dropped; so are a destination's 1xx
+responses, which it would forward as the answer; its own error pages are plain text without
+its message (which may name internal addresses). All live in `mitmproxy_internals`
+(`request_heads.py`, `trailers.py`, `informational.py`, `error_pages.py`), installed once per
+process when this addon loads.
 """
 
 from __future__ import annotations
@@ -49,24 +52,40 @@ class RequestLimits:
     def load(self, loader: Loader) -> None:
         for option, (default, help_text) in OPTIONS.items():
             loader.add_option(name=option, typespec=int, default=default, help=help_text)
-        problem = internals.request_heads.check_read_headers()
-        if problem is not None:  # an error at start-up stops mitmdump, as the runner refuses
-            logger.error(
-                "mitmproxy %s lacks what bounding request heads relies on: %s",
-                internals.mitmproxy_version(),
-                problem,
-            )
-            return
-        internals.bound_request_heads(lambda: InForce.limits)
-        # HTTP/1 framing at the same door: trailers mitmproxy would crash on are dropped.
-        if (trailers_problem := internals.trailers.check_trailers()) is not None:
-            logger.error(
-                "mitmproxy %s lacks what dropping chunked trailers relies on: %s",
-                internals.mitmproxy_version(),
-                trailers_problem,
-            )
-            return
-        internals.drop_chunked_trailers()
+        # Each: what it fixes, its check, its installation (once per process).
+        fixes = (
+            (
+                "bounding request heads",
+                internals.request_heads.check_read_headers,
+                lambda: internals.bound_request_heads(lambda: InForce.limits),
+            ),
+            (
+                "dropping chunked trailers",
+                internals.trailers.check_trailers,
+                internals.drop_chunked_trailers,
+            ),
+            (
+                "dropping a destination's 1xx",
+                internals.informational.check_informational,
+                internals.drop_informational_responses,
+            ),
+            (
+                "plain-text error pages",
+                internals.error_pages.check_error_pages,
+                internals.plain_error_pages,
+            ),
+        )
+        for what, check, install in fixes:
+            if (problem := check()) is not None:
+                # an error at start-up stops mitmdump, as the runner refuses to start
+                logger.error(
+                    "mitmproxy %s lacks what %s relies on: %s",
+                    internals.mitmproxy_version(),
+                    what,
+                    problem,
+                )
+                return
+            install()
 
     def configure(self, updated: set[str]) -> None:
         if not updated & OPTIONS.keys():

@@ -16,6 +16,7 @@ from mitmproxy import ctx, http
 
 from .live_config import LiveConfig
 from .log_safety import printable
+from .outcome import refused_by_mitmproxy
 from .recorded import CLIENT_REQUEST_KEY, client_request_record
 from .routes import HeaderAppend, HeaderRemoval
 from .routing import METADATA_KEY, AmbiguousRequest, Decision, label_for, resolve
@@ -75,6 +76,15 @@ class Router:
             # mitmproxy's message may quote what the destination sent: escaped and cut too.
             message = printable(flow.error.msg)
             logger.warning("%s → %s failed: %s", label, decision["destination"], message)
+        elif flow.error and (status := refused_by_mitmproxy(flow.error.msg)) is not None:
+            # mitmproxy refused the request itself (before a rule): one line, as the router's own
+            logger.warning(
+                "refused %s %s: mitmproxy: %s (%d)",
+                printable(flow.request.method),
+                printable(flow.request.path.partition("?")[0]),
+                printable(flow.error.msg),
+                status,
+            )
 
     def _dispatch(self, flow: http.HTTPFlow) -> None:
         rules = self.live_config.rules

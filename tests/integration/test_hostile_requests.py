@@ -21,6 +21,8 @@ import pytest
 from .conftest import SaveConfig
 from .processes import LoopbackServer, Sidecar, Upstream
 
+pytestmark = pytest.mark.reliability
+
 
 def exchange(port: int, raw: bytes, timeout: float = 5.0) -> bytes:
     """Send `raw` on a fresh connection; the status line, headers and body of the answer.
@@ -74,6 +76,32 @@ def test_a_client_cannot_name_a_patched_header_for_removal_downstream(
     assert not any("authorization" in v.lower() for v in received.all("Connection"))
     assert received.all("Keep-Alive") == []
     assert received.all("Proxy-Authorization") == []
+    still_serves(sidecar)
+
+
+def test_a_client_asking_for_close_gets_its_connection_closed(sidecar: Sidecar) -> None:
+    """Hop-by-hop stripping keeps `Connection: close`: mitmproxy decides on it."""
+    with socket.create_connection(("127.0.0.1", sidecar.port), timeout=5) as connection:
+        connection.sendall(
+            b"GET /bye HTTP/1.1\r\nHost: s\r\nenvironment: dev\r\nConnection: close\r\n\r\n"
+        )
+        received = b""
+        while chunk := connection.recv(65536):  # ends only when the sidecar closes
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200 "), received[:200]
+
+
+def test_a_malformed_request_gets_a_plain_400_and_one_log_line(sidecar: Sidecar) -> None:
+    answer = exchange(
+        sidecar.port,
+        b"GET / HTTP/1.1\r\nHost: s\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
+    )
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert answer.endswith(
+        b"sidecar dispatcher: 400 Bad Request: the request is malformed; see the sidecar's log\n"
+    )
+    logs = sidecar.wait_for_log("refused GET /: mitmproxy: ")
+    assert logs.count("refused GET /: mitmproxy: ") == 1
     still_serves(sidecar)
 
 

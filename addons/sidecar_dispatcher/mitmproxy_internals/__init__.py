@@ -7,8 +7,11 @@ on more: the lean runner on private attributes, a discouraged call and one repla
 (`lean_master.py`); the upstream timeout (`timeouts.py`, under mitmdump too) on two wrapped
 methods of mitmproxy's HTTP layer and an injected event (`overdue.py`, checks in
 `overdue_checks.py`); bounded request heads (`request_limits.py`) on mitmproxy's HTTP/1 head
-reader (`request_heads.py`); chunked trailers on its HTTP/1 body readers (`trailers.py`); and
-`diff` on mitmproxy's flow format (`flow_file.py`). Each is
+reader (`request_heads.py`); chunked trailers on its HTTP/1 body readers (`trailers.py`); 1xx
+from a destination on its HTTP/1 client (`informational.py`); plain-text error pages on its
+error page functions (`error_pages.py`); one retry on a stale keep-alive connection on its
+HTTP stream (`stale_retry.py`, called from overdue.py's wrapper); and `diff` on mitmproxy's
+flow format (`flow_file.py`). Each is
 listed in `REACHES` with a check that it is still there and shaped as this code expects.
 `tests/test_mitmproxy_internals.py` runs every check against the installed mitmproxy, and the
 runner runs them at start-up and refuses to start, naming the internal and the mitmproxy
@@ -24,8 +27,20 @@ from importlib import metadata
 
 from mitmproxy import master
 
-from . import flow_file, lean_master, overdue, overdue_checks, request_heads, trailers
+from . import (
+    error_pages,
+    flow_file,
+    informational,
+    lean_master,
+    overdue,
+    overdue_checks,
+    request_heads,
+    stale_retry,
+    trailers,
+)
 from .checking import Reach, source_lacks, stock_method
+from .error_pages import plain_error_pages
+from .informational import drop_informational_responses
 from .lean_master import (
     configure_all,
     drop_legacy_log_events,
@@ -55,18 +70,23 @@ __all__ = [
     "bound_request_heads",
     "configure_all",
     "drop_chunked_trailers",
+    "drop_informational_responses",
     "drop_legacy_log_events",
+    "error_pages",
     "flow_file",
+    "informational",
     "inject_overdue",
     "lean_master",
     "mitmproxy_version",
     "open_connections",
     "overdue",
     "overdue_checks",
+    "plain_error_pages",
     "request_heads",
     "self_check",
     "share_listening_port",
     "source_lacks",
+    "stale_retry",
     "stock_method",
     "stop_listening",
     "trailers",
@@ -83,6 +103,9 @@ REACHES = (
     *request_heads.REQUEST_HEAD_REACHES,
     *flow_file.FLOW_FILE_REACHES,
     *trailers.TRAILER_REACHES,
+    *informational.INFORMATIONAL_REACHES,
+    *error_pages.ERROR_PAGE_REACHES,
+    *stale_retry.STALE_RETRY_REACHES,
 )
 
 

@@ -26,6 +26,7 @@ from mitmproxy.proxy.layers.http._events import (
 )
 from mitmproxy.proxy.layers.http._hooks import HttpResponseHeadersHook
 
+from . import stale_retry
 from .checking import _STOCK
 
 # --- answering a flow whose response headers are overdue (timeouts.py)
@@ -46,7 +47,8 @@ from .checking import _STOCK
 # - `HttpStream.handle_protocol_error`, for a stream holding an overdue answer, resets the
 #   request upstream (HTTP/1: closes the connection; HTTP/2: RST_STREAM on that stream only) and
 #   answers the client through the `responseheaders` and `response` hooks, as mitmproxy does
-#   with a response an addon sets in `request`. Every other error takes mitmproxy's own path.
+#   with a response an addon sets in `request`. A stale keep-alive connection gets its request
+#   sent once more (stale_retry.py). Every other error takes mitmproxy's own path.
 
 OVERDUE_ANSWER = "_dispatcher_overdue_answer"  # on an HttpStream: its answer, once overdue
 
@@ -110,6 +112,8 @@ def answer_overdue_flows() -> None:
             self: HttpStream, event: RequestProtocolError | ResponseProtocolError
         ) -> layer.CommandGenerator[None]:
             answer = self.__dict__.get(OVERDUE_ANSWER)
+            if answer is None and stale_retry.may_retry(self, event):
+                return stale_retry.resend_on_fresh_connection(self)
             if answer is None or not isinstance(event, ResponseProtocolError):
                 return stock_handle_protocol_error(self, event)
             if not _waits_for_response_headers(self):
