@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 SIDECAR_PORT ?= 5000
 
-.PHONY: run test test-fast lint bench clean system-packages
+.PHONY: run test test-fast test-reliability soak lint bench clean system-packages
 
 run: $(INSTALLED)  ## the sidecar on :$(SIDECAR_PORT) with config.yaml and two demo destinations
 	PATH="$(CURDIR)/$(BIN):$$PATH" SIDECAR_PORT=$(SIDECAR_PORT) sh example/run-demo.sh
@@ -15,6 +15,13 @@ test: $(INSTALLED)  ## the whole test suite, with coverage of the package
 
 test-fast: $(INSTALLED)  ## the unit tests only: no processes, no network; for the inner loop
 	$(BIN)/python -m pytest -q --ignore=tests/integration $(PYTEST_ARGS)
+
+test-reliability: $(INSTALLED)  ## hostile clients, broken destinations, the soak (both engines)
+	$(BIN)/python -m pytest -q -m reliability $(PYTEST_ARGS)
+
+soak: $(INSTALLED)  ## the soak alone, longer: SOAK_REQUESTS (default 200000) per engine
+	SOAK_REQUESTS=$${SOAK_REQUESTS:-200000} $(BIN)/python -m pytest -q -s --timeout=0 \
+	  tests/integration/test_soak.py $(PYTEST_ARGS)
 
 bench: $(INSTALLED)  ## the benchmark suite against its peers (~25-35 min); BENCH_ARGS=--quick for a smoke
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -1,9 +1,9 @@
 """mitmproxy's HTTP layers driven event by event, as its ConnectionHandler would drive them.
 
-    proxy = ClientConnection()
-    flow = proxy.request()              # a client's request; the router's host set
-    proxy.from_upstream(b"HTTP/1.1 200 OK\r\n...")
-    assert proxy.client_got().startswith(b"HTTP/1.1 200 ")
+proxy = ClientConnection()
+flow = proxy.request()              # a client's request; the router's host set
+proxy.from_upstream(b"HTTP/1.1 200 OK\r\n...")
+assert proxy.client_got().startswith(b"HTTP/1.1 200 ")
 """
 
 from __future__ import annotations
@@ -130,5 +130,3 @@ class ClientConnection:
 
     def client_got(self) -> bytes:
         return bytes(self.sent[self.client])
-
-

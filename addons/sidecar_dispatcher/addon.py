@@ -17,9 +17,9 @@ from __future__ import annotations
 from .access_log import AccessLog
 from .admin import Readiness
 from .admin_endpoint import AdminEndpoint
+from .header_hygiene import HeaderHygiene
 from .live_config import LiveConfig
 from .mirror import Mirror
-from .header_hygiene import HeaderHygiene
 from .request_limits import RequestLimits
 from .request_metrics import RequestMetrics
 from .router import Router

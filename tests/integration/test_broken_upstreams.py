@@ -10,67 +10,16 @@ from __future__ import annotations
 
 import http.client
 import socket
-import socketserver
-import threading
-from collections.abc import Callable
-from typing import Self
 
 import pytest
 
 from .conftest import SaveConfig
-from .processes import Sidecar, Started, Upstream
+from .processes import Sidecar, Upstream
+from .scripted import ScriptedUpstream, read_head
 
 pytestmark = pytest.mark.reliability
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-# A script plays one upstream connection: it gets the socket and the number of that connection.
-Script = Callable[[socket.socket, int], None]
-
-
-def read_head(connection: socket.socket) -> bytes:
-    """One request head (the tests send no bodies); b"" if the peer closed first."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = connection.recv(65536)
-        if not chunk:
-            return b""
-        data += chunk
-    return data
-
-
-class ScriptedUpstream(Started):
-    """A loopback TCP server that plays `script` on each connection it accepts."""
-
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.connections = 0
-        self.heads: list[bytes] = []
-        self.server: socketserver.ThreadingTCPServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> Self:
-        upstream = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                upstream.connections += 1
-                self.request.settimeout(10)
-                upstream.script(self.request, upstream.connections)
-
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 def sidecar_before(
@@ -94,12 +43,14 @@ def test_a_103_before_the_answer_is_dropped_and_the_answer_forwarded(
             connection.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
             connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" + OK)
 
-    with ScriptedUpstream(early_hints) as odd:
-        with sidecar_before(save_config, odd, default_upstream, engine) as sidecar:
-            for _ in range(2):  # and the connection serves the next request
-                response = sidecar.request("GET", "/", ODD)
-                assert (response.status, response.body) == (200, b"ok")
-            assert "Unexpected data from server" not in sidecar.logs()
+    with (
+        ScriptedUpstream(early_hints) as odd,
+        sidecar_before(save_config, odd, default_upstream, engine) as sidecar,
+    ):
+        for _ in range(2):  # and the connection serves the next request
+            response = sidecar.request("GET", "/", ODD)
+            assert (response.status, response.body) == (200, b"ok")
+        assert "Unexpected data from server" not in sidecar.logs()
 
 
 def test_hop_by_hop_and_folded_response_headers_do_not_pass(
@@ -112,13 +63,15 @@ def test_hop_by_hop_and_folded_response_headers_do_not_pass(
                 b"Keep-Alive: timeout=5\r\nX-Folded: one\r\n  two\r\nContent-Length: 2\r\n\r\nok"
             )
 
-    with ScriptedUpstream(untidy) as odd:
-        with sidecar_before(save_config, odd, default_upstream, engine) as sidecar:
-            response = sidecar.request("GET", "/", ODD)
-            assert (response.status, response.body) == (200, b"ok")
-            names = {name.lower() for name, _ in response.headers}
-            assert not names & {"connection", "x-backend", "keep-alive"}, response.headers
-            assert response.header("X-Folded") == "one two"
+    with (
+        ScriptedUpstream(untidy) as odd,
+        sidecar_before(save_config, odd, default_upstream, engine) as sidecar,
+    ):
+        response = sidecar.request("GET", "/", ODD)
+        assert (response.status, response.body) == (200, b"ok")
+        names = {name.lower() for name, _ in response.headers}
+        assert not names & {"connection", "x-backend", "keep-alive"}, response.headers
+        assert response.header("X-Folded") == "one two"
 
 
 def test_a_stale_keep_alive_connection_gets_an_idempotent_request_again(
@@ -133,27 +86,29 @@ def test_a_stale_keep_alive_connection_gets_an_idempotent_request_again(
         connection.sendall(OK)
         upstream.heads.append(read_head(connection))  # read, then closed without an answer
 
-    with ScriptedUpstream(one_answer_per_connection) as upstream:
-        with sidecar_before(save_config, upstream, default_upstream, engine) as sidecar:
-            client = http.client.HTTPConnection("127.0.0.1", sidecar.port, timeout=10)
-            try:
-                for method in ("GET", "GET", "PUT", "POST"):
-                    client.request(method, "/again", headers=dict(ODD))
-                    response = client.getresponse()
-                    body = response.read()
-                    if method == "POST":  # not idempotent: never sent twice
-                        assert response.status == 502, body
-                        assert body.startswith(b"sidecar dispatcher: 502 Bad Gateway: ")
-                        assert b"127.0.0.1" not in body
-                    else:
-                        assert (response.status, body) == (200, b"ok"), method
-                    if response.will_close:
-                        client.close()
-            finally:
-                client.close()
-            sidecar.wait_for_log("sent again on a new one", count=2)
-            posts = [head for head in upstream.heads if head.startswith(b"POST ")]
-            assert len(posts) == 1
+    with (
+        ScriptedUpstream(one_answer_per_connection) as upstream,
+        sidecar_before(save_config, upstream, default_upstream, engine) as sidecar,
+    ):
+        client = http.client.HTTPConnection("127.0.0.1", sidecar.port, timeout=10)
+        try:
+            for method in ("GET", "GET", "PUT", "POST"):
+                client.request(method, "/again", headers=dict(ODD))
+                response = client.getresponse()
+                body = response.read()
+                if method == "POST":  # not idempotent: never sent twice
+                    assert response.status == 502, body
+                    assert body.startswith(b"sidecar dispatcher: 502 Bad Gateway: ")
+                    assert b"127.0.0.1" not in body
+                else:
+                    assert (response.status, body) == (200, b"ok"), method
+                if response.will_close:
+                    client.close()
+        finally:
+            client.close()
+        sidecar.wait_for_log("sent again on a new one", count=2)
+        posts = [head for head in upstream.heads if head.startswith(b"POST ")]
+        assert len(posts) == 1
 
 
 def test_a_destination_that_refuses_gets_a_plain_text_502_without_its_address(

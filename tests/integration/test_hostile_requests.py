@@ -105,6 +105,24 @@ def test_a_malformed_request_gets_a_plain_400_and_one_log_line(sidecar: Sidecar)
     still_serves(sidecar)
 
 
+def test_500_slow_clients_do_not_starve_a_normal_one(sidecar: Sidecar) -> None:
+    """Slowloris: each holds a connection with half a request line and never finishes it."""
+    slow = []
+    try:
+        for number in range(500):
+            connection = socket.create_connection(("127.0.0.1", sidecar.port), timeout=5)
+            connection.sendall(f"GET /slow/{number} HT".encode())
+            slow.append(connection)
+        for _ in range(3):
+            still_serves(sidecar)
+        for connection in slow[:50]:  # they are still held open, not dropped to make room
+            connection.sendall(b"T")
+    finally:
+        for connection in slow:
+            connection.close()
+    still_serves(sidecar)
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
