@@ -1,6 +1,6 @@
 """The `sidecar-dispatcher` command: run the sidecar, check a config, explain a request.
 
-    sidecar-dispatcher [run] [--workers N] [--set NAME=VALUE ...]
+    sidecar-dispatcher [run] [--workers N|auto] [--set NAME=VALUE ...]
     sidecar-dispatcher validate [PATH]
     sidecar-dispatcher explain [--config PATH] [-v] -H 'environment: dev' [-X METHOD] /path?query
     sidecar-dispatcher diff --flows FILE [--flows FILE ...] --config NEW.yaml [--against OLD.yaml]
@@ -21,6 +21,7 @@ from typing import TextIO
 from . import __version__
 from .config import ConfigError, default_config_path, load_config
 from .config_diff import DiffReport, compare
+from .cpu_budget import parse_workers
 from .descriptions import (
     describe_answer,
     describe_pick,
@@ -236,6 +237,14 @@ def count(text: str) -> int:
     return int(text)
 
 
+def workers_count(text: str) -> int | None:
+    """`--workers N` (1 or more), or None for `auto`, resolved when the runner starts."""
+    try:
+        return parse_workers(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
@@ -248,10 +257,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=workers_count,
         default=1,
-        metavar="N",
-        help="processes sharing the listening port (default: 1)",
+        metavar="N|auto",
+        help="processes sharing the listening port (default: 1); auto: one per CPU the "
+        "process may use (affinity and cgroup CPU quota)",
     )
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 

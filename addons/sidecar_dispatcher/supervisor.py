@@ -1,6 +1,7 @@
 """`sidecar-dispatcher run`: check the config, then serve in this process or supervise workers.
 
     SIDECAR_CONFIG=config.yaml SIDECAR_PORT=5000 sidecar-dispatcher run [--workers N] [--set k=v]
+    sidecar-dispatcher run --workers auto    # one worker per CPU the process may use
 
 This module does not import mitmproxy: a supervisor of N workers only starts, signals and waits
 for them (each worker is `python -O -m sidecar_dispatcher run --reuse-port`, which serves with
@@ -10,6 +11,7 @@ kernel spreads connections over them.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 
 from .admin import AdminAddressError, AdminServer, AdminStatus, bind_admin_socket
 from .config import ConfigError, default_config_path, load_config
+from .cpu_budget import CpuBudget, cpu_budget
 from .workers import WorkerPool, die_with_supervisor
 
 DEFAULT_PORT = 5000
@@ -26,6 +29,8 @@ DEFAULT_ADMIN = "127.0.0.1:9901"
 ADMIN_OPTION = "dispatcher_admin"
 UNUSED_REVERSE_TARGET = "127.0.0.1:9"  # the discard port
 SHUTDOWN_GRACE = 5.0  # seconds open connections get to finish on SIGTERM, as in the Go version
+
+logger = logging.getLogger(__name__)
 
 
 def listen_port() -> int:
@@ -57,8 +62,12 @@ def reverse_mode(config_path: str, port: int) -> str:
     return f"reverse:http://{authority}@{port}"
 
 
-def run(arguments: Sequence[str], workers: int, reuse_port: bool) -> int:
-    """The `run` subcommand: check the config, then serve in one process or supervise workers."""
+def run(arguments: Sequence[str], workers: int | None, reuse_port: bool) -> int:
+    """The `run` subcommand: check the config, then serve in one process or supervise workers.
+
+    `workers` None is `--workers auto`: one per CPU the process may use (cpu_budget.py); when
+    that is one, the process serves itself, as with `--workers 1`.
+    """
     config_path = next(
         (a.partition("=")[2] for a in arguments if a.startswith("dispatcher_config=")),
         default_config_path(),
@@ -73,16 +82,46 @@ def run(arguments: Sequence[str], workers: int, reuse_port: bool) -> int:
         print(f"sidecar-dispatcher: {e}", file=sys.stderr)
         return 1
     admin = admin_address(arguments)
-    if workers > 1:
-        return supervise(arguments, workers, admin)
+    count, budget = worker_count(workers)
+    if count > 1:
+        announce(budget)
+        return supervise(arguments, count, admin)
     if reuse_port:  # a worker of a supervisor
         die_with_supervisor()
     if not sys.flags.optimize and os.environ.get("SIDECAR_PYTHON_OPTIMIZE", "1") != "0":
-        reexec_optimized()
+        reexec_optimized()  # `auto` is resolved again, and announced, by the new program
+    announce(budget)
     from .runner import serve_until_stopped  # noqa: PLC0415 - only a serving process needs it
 
     options = [f"mode={mode}", *without_admin(arguments), f"{ADMIN_OPTION}={admin}"]
     return serve_until_stopped(options, reuse_port=reuse_port)
+
+
+def worker_count(workers: int | None) -> tuple[int, CpuBudget | None]:
+    """`--workers N` as given; for `auto` (None) the CPU budget's count, with the budget."""
+    if workers is not None:
+        return workers, None
+    budget = cpu_budget()
+    return budget.workers, budget
+
+
+def announce(budget: CpuBudget | None) -> None:
+    """Log, at INFO, how many workers `--workers auto` chose and why (nothing for a count).
+
+    Said before mitmproxy's log handler exists (a single worker) or in a supervisor, which
+    has none: so on a handler of this logger's own, in the runner's `sidecar-dispatcher:` form.
+    SIDECAR_LOGGING_LEVEL above INFO silences it; a bad value is refused later, by the addon.
+    """
+    if budget is None:
+        return
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("sidecar-dispatcher: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False  # said once, even after mitmproxy's handler joins the root
+    name = os.environ.get("SIDECAR_LOGGING_LEVEL", "").strip().upper()
+    logger.setLevel(logging.getLevelNamesMapping().get(name, logging.INFO))
+    logger.info("%s", budget.describe())
 
 
 def without_admin(arguments: Sequence[str]) -> list[str]:
