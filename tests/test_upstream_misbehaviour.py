@@ -96,22 +96,25 @@ def test_the_1xx_reach_notices_a_rewritten_reader(monkeypatch: pytest.MonkeyPatc
 # --- mitmproxy's own error pages
 
 
-@pytest.mark.usefixtures("stock")
-def test_stock_error_pages_are_html_naming_the_destination() -> None:
+def refused_connect() -> ClientConnection:
+    """A request whose destination refused the connection, as mitmproxy reports it."""
     proxy = ClientConnection(hold_connects=True)
     proxy.request()
     connect = proxy.connects[-1]
     proxy.handle(events.OpenConnectionCompleted(connect, "Connect call failed ('10.0.3.7', 80)"))
+    return proxy
+
+
+@pytest.mark.usefixtures("stock")
+def test_stock_error_pages_are_html_naming_the_destination() -> None:
+    proxy = refused_connect()
     got = proxy.client_got()
     assert b"text/html" in got and b"10.0.3.7" in got
 
 
 @pytest.mark.usefixtures("fixed")
 def test_error_pages_are_one_line_of_plain_text_without_the_address() -> None:
-    proxy = ClientConnection(hold_connects=True)
-    proxy.request()
-    connect = proxy.connects[-1]
-    proxy.handle(events.OpenConnectionCompleted(connect, "Connect call failed ('10.0.3.7', 80)"))
+    proxy = refused_connect()
     head, _, page = proxy.client_got().partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
     assert b"Content-Type: text/plain; charset=utf-8" in head

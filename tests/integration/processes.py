@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import socketserver
 import subprocess
 import sys
 import tempfile
@@ -152,6 +153,19 @@ class _EchoHandler(BaseHTTPRequestHandler):
         pass
 
 
+def serve_in_background[Serving: socketserver.ThreadingMixIn](server: Serving) -> Serving:
+    """`server` (a threading socketserver) serving from a daemon thread, as it is returned."""
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()  # type: ignore[attr-defined]
+    return server
+
+
+def stop_serving(server: socketserver.BaseServer | None) -> None:
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+
+
 @dataclass
 class LoopbackServer(Started):
     """An HTTP server on a free loopback port, served from a daemon thread.
@@ -178,15 +192,11 @@ class LoopbackServer(Started):
         handler = type(
             f"{self.handler_base.__name__}_{self.name}", (self.handler_base,), {"upstream": self}
         )
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_in_background(ThreadingHTTPServer(("127.0.0.1", 0), handler))
         return self
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        stop_serving(self.server)
 
 
 @dataclass

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import socket
 import socketserver
-import threading
 from collections.abc import Callable
 from typing import Self
 
-from .processes import Started
+from .processes import Started, serve_in_background, stop_serving
 
 # A script plays one upstream connection: it gets the socket and the number of that connection.
 Script = Callable[[socket.socket, int], None]
@@ -52,12 +51,10 @@ class ScriptedUpstream(Started):
                 self.request.settimeout(10)
                 upstream.script(self.request, upstream.connections)
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_in_background(
+            socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        )
         return self
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+        stop_serving(self.server)

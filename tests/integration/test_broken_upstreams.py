@@ -13,6 +13,8 @@ import socket
 
 import pytest
 
+from sidecar_dispatcher.testing.configs import Rewrite, config_text
+
 from .conftest import SaveConfig
 from .processes import Sidecar, Upstream
 from .scripted import ScriptedUpstream, read_head
@@ -25,10 +27,7 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 def sidecar_before(
     save_config: SaveConfig, upstream: ScriptedUpstream, default: Upstream, engine: str
 ) -> Sidecar:
-    config = save_config(
-        f"key: environment\ndestination: {default.url}\n"
-        f"rewrites:\n  odd:\n    destination: {upstream.url}\n"
-    )
+    config = save_config(config_text(default.url, {"odd": Rewrite(destination=upstream.url)}))
     return Sidecar(default.url, config=config, engine=engine)
 
 
@@ -114,10 +113,8 @@ def test_a_stale_keep_alive_connection_gets_an_idempotent_request_again(
 def test_a_destination_that_refuses_gets_a_plain_text_502_without_its_address(
     save_config: SaveConfig, default_upstream: Upstream, closed_port: int, engine: str
 ) -> None:
-    config = save_config(
-        f"key: environment\ndestination: {default_upstream.url}\n"
-        f"rewrites:\n  odd:\n    destination: http://127.0.0.1:{closed_port}\n"
-    )
+    down = Rewrite(destination=f"http://127.0.0.1:{closed_port}")
+    config = save_config(config_text(default_upstream.url, {"odd": down}))
     with Sidecar(default_upstream.url, config=config, engine=engine) as sidecar:
         response = sidecar.request("GET", "/", ODD)
         assert response.status == 502
