@@ -31,6 +31,7 @@ from mitmproxy.addons import (
 )
 
 from . import mitmproxy_internals as internals
+from .access_log import BatchedOutput
 from .addon import Dispatcher
 from .supervisor import SHUTDOWN_GRACE
 
@@ -80,6 +81,9 @@ def build_master(set_options: Sequence[str], *, reuse_port: bool) -> master.Mast
     if problems := internals.self_check(lean):
         raise internals.InternalsChanged(problems)
     internals.drop_legacy_log_events(lean)
+    # Hooks from a table, synchronous ones inline under the connection's lock: about a third of
+    # the runner's CPU per request was mitmproxy's hook dispatch (docs/performance.md).
+    internals.fast_hooks.use_fast_hooks(lean)
     opts.set(*set_options, defer=True)
     if opts.deferred:
         names = ", ".join(sorted(opts.deferred))
@@ -100,6 +104,11 @@ def configure_logging() -> None:
     logging.getLogger().setLevel(logging.DEBUG)
     for noisy in ("asyncio", "hpack", "quic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # What no handler here prints (the terminal log shows time, client and message), not
+    # collected for each record: the logging HOWTO's "Optimization" section.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # Python 3.12+
+    logging._srcfile = None  # no caller lookup (file, line, function) per record
 
 
 def serve_until_stopped(set_options: Sequence[str], *, reuse_port: bool) -> int:
@@ -109,6 +118,18 @@ def serve_until_stopped(set_options: Sequence[str], *, reuse_port: bool) -> int:
 
 async def serve(set_options: Sequence[str], *, reuse_port: bool) -> int:
     configure_logging()
+    # The terminal log (made with the master: it takes sys.stdout then) and JSON access log
+    # lines, written in one go every FLUSH_DELAY seconds rather than a write or two a line.
+    stdout = sys.stdout
+    sys.stdout = BatchedOutput(stdout, asyncio.get_running_loop())
+    try:
+        return await serve_batched(set_options, reuse_port=reuse_port)
+    finally:
+        sys.stdout.flush()
+        sys.stdout = stdout
+
+
+async def serve_batched(set_options: Sequence[str], *, reuse_port: bool) -> int:
     try:
         lean = build_master(set_options, reuse_port=reuse_port)
     except (exceptions.OptionsError, KeyError, internals.InternalsChanged) as e:

@@ -10,7 +10,8 @@ methods of mitmproxy's HTTP layer and an injected event (`overdue.py`, checks in
 reader (`request_heads.py`); chunked trailers on its HTTP/1 body readers (`trailers.py`); 1xx
 from a destination on its HTTP/1 client (`informational.py`); plain-text error pages on its
 error page functions (`error_pages.py`); one retry on a stale keep-alive connection on its
-HTTP stream (`stale_retry.py`, called from overdue.py's wrapper); and `diff` on mitmproxy's
+HTTP stream (`stale_retry.py`, called from overdue.py's wrapper); the runner's fast hook path
+on its connection handler and addon manager (`fast_hooks.py`); and `diff` on mitmproxy's
 flow format (`flow_file.py`). Each is
 listed in `REACHES` with a check that it is still there and shaped as this code expects.
 `tests/test_mitmproxy_internals.py` runs every check against the installed mitmproxy, and the
@@ -29,6 +30,7 @@ from mitmproxy import master
 
 from . import (
     error_pages,
+    fast_hooks,
     flow_file,
     informational,
     lean_master,
@@ -103,6 +105,7 @@ REACHES = (
     *request_heads.REQUEST_HEAD_REACHES,
     *flow_file.FLOW_FILE_REACHES,
     *trailers.TRAILER_REACHES,
+    *fast_hooks.FAST_HOOK_REACHES,
     *informational.INFORMATIONAL_REACHES,
     *error_pages.ERROR_PAGE_REACHES,
     *stale_retry.STALE_RETRY_REACHES,
