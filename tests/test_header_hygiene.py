@@ -6,6 +6,8 @@ import pytest
 from mitmproxy import http
 from mitmproxy.proxy.layers.http._hooks import HttpResponseHeadersHook
 
+from sidecar_dispatcher.header_hygiene import strip_hop_by_hop
+
 from .flows import Harness, body, make_flow
 
 
@@ -108,3 +110,27 @@ def test_response_values_with_cr_lf_or_nul_become_one_line(
     headers = respond(harness, 200, ("X-Note", value), ("X-Other", "fine"))
     assert headers.get_all("X-Note") == [repaired]
     assert headers["X-Other"] == "fine"
+
+
+@pytest.mark.parametrize(
+    ("fields", "left"),
+    [
+        (
+            [("Connection", "Keep-Alive")],
+            [("Connection", "Keep-Alive")],
+        ),  # as it was: nothing to do
+        ([("KEEP-ALIVE", "timeout=5"), ("X-Kept", "1")], [("X-Kept", "1")]),
+        ([("Proxy-Authorization", "x")], []),
+        ([("Connection", "close"), ("connection", "close")], [("Connection", "close")]),
+        ([("Connection", "keep-alive,")], [("Connection", "keep-alive")]),
+    ],
+    ids=["usual", "upper-case-name", "proxy-star", "repeated", "trailing-comma"],
+)
+def test_the_quick_check_lets_only_messages_with_nothing_to_strip_pass_unchanged(
+    fields: list[tuple[str, str]], left: list[tuple[str, str]]
+) -> None:
+    headers = http.Headers()
+    for name, value in fields:
+        headers.add(name, value)
+    strip_hop_by_hop(headers, upgrade=False)
+    assert list(headers.items(multi=True)) == left

@@ -41,6 +41,7 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "te", "upgrade", "proxy-con
 _CONNECTION_TOKENS = ("close", "keep-alive")
 _OBS_FOLD = re.compile(r"\r?\n[ \t]+")
 _NOT_IN_A_VALUE = re.compile("[\r\n\x00]")
+_FORBIDDEN_RAW = re.compile(rb"[\r\n\x00]")
 
 
 class HeaderHygiene:
@@ -60,6 +61,8 @@ class HeaderHygiene:
             flow.response = error_response(
                 400, f"sidecar dispatcher: header {printable(name)} is malformed"
             )
+            return
+        if _nothing_to_strip(request.headers.fields):
             return
         websocket = (
             request.headers.get("upgrade", "").lower() == "websocket"
@@ -85,10 +88,11 @@ class HeaderHygiene:
 
 def malformed_header(headers: http.Headers) -> str | None:
     """The first header name whose value holds CR, LF or NUL, or None."""
-    for name, value in headers.items(multi=True):
-        if any(character in value for character in _FORBIDDEN):
-            return str(name)
-    return None
+    # On the raw fields, all values in one search: every request and response passes here.
+    fields = headers.fields
+    if _FORBIDDEN_RAW.search(b"\x01".join([value for _, value in fields])) is None:
+        return None
+    return next(name.decode("latin-1") for name, value in fields if _FORBIDDEN_RAW.search(value))
 
 
 def one_line_values(headers: http.Headers) -> None:
@@ -101,6 +105,8 @@ def one_line_values(headers: http.Headers) -> None:
 
 def strip_hop_by_hop(headers: http.Headers, *, upgrade: bool) -> None:
     """Drop hop-by-hop fields; `upgrade`: a WebSocket handshake keeps Connection and Upgrade."""
+    if _nothing_to_strip(headers.fields):
+        return
     tokens = [
         token.strip().lower()
         for value in headers.get_all("connection")
@@ -120,3 +126,23 @@ def strip_hop_by_hop(headers: http.Headers, *, upgrade: bool) -> None:
         kept.append("upgrade")
     if kept:
         headers["Connection"] = ", ".join(kept)
+
+
+_HOP_BY_HOP_RAW = frozenset(name.encode() for name in _HOP_BY_HOP)
+_CONNECTION_TOKENS_RAW = frozenset(token.encode() for token in _CONNECTION_TOKENS)
+
+
+def _nothing_to_strip(fields: tuple[tuple[bytes, bytes], ...]) -> bool:
+    """True for the usual message: no hop-by-hop field but at most one `Connection` whose
+    tokens are all `close`/`keep-alive` (what strip_hop_by_hop would leave as it is)."""
+    connection = None
+    for name, value in fields:
+        lowered = name.lower()
+        if lowered == b"connection" and connection is None:
+            connection = value
+        elif lowered in _HOP_BY_HOP_RAW or lowered.startswith(b"proxy-"):
+            return False
+    if connection is None:
+        return True
+    tokens = [token.strip().lower() for token in connection.split(b",")]
+    return all(token in _CONNECTION_TOKENS_RAW for token in tokens) and len(set(tokens)) == 1

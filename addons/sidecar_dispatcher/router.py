@@ -18,8 +18,10 @@ from .live_config import LiveConfig
 from .log_safety import printable
 from .outcome import refused_by_mitmproxy
 from .recorded import CLIENT_REQUEST_KEY, client_request_record
+from .request_edits import HeaderIndex, edited_fields
 from .routes import HeaderAppend, HeaderRemoval
 from .routing import METADATA_KEY, AmbiguousRequest, Decision, label_for, resolve
+from .rules import HeaderPatch
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +93,10 @@ class Router:
         if rules is None:
             raise RuntimeError("the dispatcher has no configuration loaded")
         request = flow.request
+        headers = HeaderIndex(request.headers.fields)  # read once for every look-up below
         decision = resolve(
             rules,
-            request.headers,
+            headers,
             client_ip=flow.client_conn.peername[0] if flow.client_conn.peername else None,
             path=request.path,
             keep_host=self.keep_host_header,
@@ -101,7 +104,7 @@ class Router:
         )
         # Before the edits: what they overwrite, so that `diff` can rebuild the client's request.
         client_request = client_request_record(
-            decision, request.path, request.headers, keep_host=self.keep_host_header
+            decision, request.path, headers, keep_host=self.keep_host_header
         )
         if decision.answer is not None:  # `unmatched`: the sidecar answers, nothing is sent
             flow.response = error_response(decision.answer.status, decision.answer.body)
@@ -111,38 +114,30 @@ class Router:
         flow.metadata[METADATA_KEY][CLIENT_REQUEST_KEY] = client_request
 
 
-class _RequestHeaders:
-    """A request's headers as `Decision.apply_headers` edits them."""
-
-    def __init__(self, request: http.Request) -> None:
-        self.request = request
-
-    def set(self, name: str, value: str) -> None:
-        if name.lower() == "host":
-            self.request.host_header = value  # also :authority for HTTP/2
-        else:
-            self.request.headers[name] = value
-
-    def add(self, name: str, value: str) -> None:
-        self.request.headers.add(name, value)
-
-    def remove(self, name: str) -> None:
-        self.request.headers.pop(name, None)
-
-
 def apply_decision(request: http.Request, decision: Decision, *, keep_host: bool) -> None:
-    """Point the request at the decision's destination and set its headers."""
-    client_host_header = request.host_header
+    """Point the request at the decision's destination and set its headers.
+
+    Host and port are set without mitmproxy's rewrite of the Host header and authority that
+    `request.host = ...` does (twice, with the port): the decision's Host patch sets them
+    (`host_header`: also `:authority` for HTTP/2), or, with `keep_host`, the client's stay.
+    """
     destination = decision.destination
     assert destination is not None, "a decision answered by the sidecar is not forwarded"
-    # Scheme before host and port: the Host header mitmproxy derives depends on it.
     request.scheme = destination.scheme
-    request.host = destination.host
-    request.port = destination.port
+    request.data.host = destination.host
+    request.data.port = destination.port
     request.path = decision.path
-    if keep_host:
-        request.host_header = client_host_header  # setting .host rewrote it
-    decision.apply_headers(_RequestHeaders(request))
+    host = None
+    edits = []
+    for edit in decision.headers:
+        if isinstance(edit, HeaderPatch) and edit.name.lower() == "host":
+            host = edit.value  # the config refuses appending or removing Host
+        else:
+            edits.append(edit)
+    if host is not None:
+        request.host_header = host
+    if edits:
+        request.headers.fields = edited_fields(request.headers.fields, edits)
     if not (request.is_http2 or request.is_http3):
         # An absolute-form request (`GET http://app/x`, a client using the sidecar as its
         # http_proxy) would go upstream in absolute form, naming the destination's address while
