@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 SIDECAR_PORT ?= 5000
 
-.PHONY: run test test-fast test-reliability soak lint bench clean system-packages
+.PHONY: run test test-fast test-reliability soak lint bench bench-docs clean system-packages
 
 run: $(INSTALLED)  ## the sidecar on :$(SIDECAR_PORT) with config.yaml and two demo destinations
 	PATH="$(CURDIR)/$(BIN):$$PATH" SIDECAR_PORT=$(SIDECAR_PORT) sh example/run-demo.sh
@@ -23,8 +23,11 @@ soak: $(INSTALLED)  ## the soak alone, longer: SOAK_REQUESTS (default 200000) pe
 	SOAK_REQUESTS=$${SOAK_REQUESTS:-200000} $(BIN)/python -m pytest -q -s --timeout=0 \
 	  tests/integration/test_soak.py $(PYTEST_ARGS)
 
-bench: $(INSTALLED)  ## the benchmark suite against its peers (~25-35 min); BENCH_ARGS=--quick for a smoke
+bench: $(INSTALLED)  ## the benchmark suite against its peers (~35-40 min); BENCH_ARGS=--quick for a smoke
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-docs: $(INSTALLED)  ## the README's and docs/performance.md's summary, from bench/results/latest.json
+	$(BIN)/python bench/run.py render bench/results/latest.json --docs
 
 lint: $(INSTALLED)  ## ruff and mypy
 	$(BIN)/ruff check .
@@ -39,10 +42,11 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 # Real programs the end-to-end tests drive (Debian packages; needs root): nginx for the
-# enricher pod and the benchmark, Chromium and its driver for mitmweb's UI, wrk for the
+# enricher pod and the benchmark, Chromium and its driver for mitmweb's UI, wrk and HAProxy
+# (a peer, run in the foreground by the benchmark; its service is never started) for the
 # benchmark's smoke test, Prometheus and promtool for the metrics and alerting rules.
 # `make test` fails on CI without them.
-SYSTEM_PACKAGES := nginx-light chromium chromium-driver wrk prometheus
+SYSTEM_PACKAGES := nginx-light chromium chromium-driver wrk prometheus haproxy
 system-packages:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
 	  | grep -q "ok installed" || echo $$p; done); \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shlex
@@ -19,6 +20,7 @@ from .processes import choose_pinning
 logger = logging.getLogger("bench")
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPOSITORY = RESULTS.parents[1]
 
 
 def parse(arguments: Sequence[str]) -> argparse.Namespace:
@@ -43,6 +45,17 @@ def parse(arguments: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--name", help="file name stem (default: latest, quick, options, profile)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every process started")
+    parser.add_argument(
+        "--rounds", type=int, help="suite: alternating wrk rounds (default: 3, quick: 1)"
+    )
+    parser.add_argument(
+        "--k6-rounds", type=int, help="suite: rounds of each k6 form (default: 2, quick: 1)"
+    )
+    parser.add_argument(
+        "--docs",
+        action="store_true",
+        help="render: also rewrite the performance summary in README.md and docs/performance.md",
+    )
     return parser.parse_args(arguments)
 
 
@@ -65,8 +78,14 @@ def main(arguments: Sequence[str]) -> int:
     )
     stop_on_sigterm()
     if options.study == "render":
-        return render(options.json)
+        return render(options.json, docs=options.docs)
     study, stem = choose(options)
+    if options.rounds is not None or options.k6_rounds is not None:
+        given = [n for n in (options.rounds, options.k6_rounds) if n is not None]
+        if options.study != "suite" or min(given) < 1:
+            logger.error("--rounds and --k6-rounds are the suite's, and at least 1")
+            return 2
+        study = suite_with_rounds(options.rounds, options.k6_rounds)
     command = shlex.join([".venv/bin/python", "bench/run.py", *arguments])
     try:
         document, text = study(options.quick, command)
@@ -84,12 +103,33 @@ def main(arguments: Sequence[str]) -> int:
     return 0
 
 
-def render(path: Path | None) -> int:
+# Where `render --docs` writes the suite's summary, and how each links to the results.
+DOCS = {
+    REPOSITORY / "README.md": "bench/results/latest.md",
+    REPOSITORY / "docs" / "performance.md": "../bench/results/latest.md",
+}
+
+
+def render(path: Path | None, *, docs: bool = False) -> int:
     """The markdown of an earlier run, from its JSON file (after a change to the report)."""
     if path is None:
         logger.error("render needs a results JSON file, e.g. bench/results/latest.json")
         return 2
     document = json.loads(path.read_text())
+    if docs:
+        if "results" not in document or "groups" in document or "profiles" in document:
+            logger.error("--docs needs the suite's results, e.g. bench/results/latest.json")
+            return 2
+        for page, link in DOCS.items():
+            try:
+                text = report.replace_docs_block(
+                    page.read_text(), report.docs_block(document, link)
+                )
+            except ValueError as e:
+                logger.error("%s: %s", page, e)
+                return 1
+            page.write_text(text)
+            logger.info("rewrote the performance summary in %s", page)
     command = document.get("command") or default_command(document)
     if "diff_runs" in document:
         text = diff_study.markdown(document, command)
@@ -138,6 +178,21 @@ def choose(options: argparse.Namespace) -> tuple[Study, str]:
 def run_suite(quick: bool, command: str) -> tuple[dict[str, Any], str]:
     document = suite.run_suite(suite.QUICK if quick else suite.FULL, choose_pinning())
     return document, report.markdown(document, command)
+
+
+def suite_with_rounds(rounds: int | None, k6_rounds: int | None) -> Study:
+    """The suite with fewer (or more) rounds than its plan, e.g. on a busy machine; the report
+    gives the rounds it ran."""
+
+    def run(quick: bool, command: str) -> tuple[dict[str, Any], str]:
+        plan = suite.QUICK if quick else suite.FULL
+        plan = dataclasses.replace(
+            plan, rounds=rounds or plan.rounds, k6_rounds=k6_rounds or plan.k6_rounds
+        )
+        document = suite.run_suite(plan, choose_pinning())
+        return document, report.markdown(document, command)
+
+    return run
 
 
 def run_options(quick: bool, command: str) -> tuple[dict[str, Any], str]:

@@ -105,9 +105,27 @@ def wrk(
 
 
 @dataclass(frozen=True)
+class K6Form:
+    """One way the original's k6 profile loads a proxy: users ramped in, or all at once."""
+
+    name: str  # "ramped" or "spike"
+    vus: int
+    ramp: float  # seconds over which the users start (0: all together, the spike)
+    hold: float  # seconds at full load
+
+    @property
+    def spike(self) -> bool:
+        return self.ramp == 0
+
+    @property
+    def seconds(self) -> float:
+        return self.ramp + self.hold
+
+
+@dataclass(frozen=True)
 class K6Result:
     requests: int  # the whole run, ramp included
-    requests_hold: int  # the hold phase, whose latencies are reported
+    requests_hold: int  # the requests whose latencies are reported
     failed_checks: int  # the whole run
     passed_checks: int
     failed_requests: int
@@ -115,32 +133,45 @@ class K6Result:
     p90_ms: float
     p95_ms: float
     max_ms: float
+    # The spike: the requests of its first second, sent by every user together.
+    burst_requests: int | None = None
+    burst_p95_ms: float | None = None
+    burst_max_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def k6(url: str, *, vus: int, ramp: float, hold: float, cpus: str | None) -> K6Result:
-    """The original project's profile: `vus` users, each one request then 1 s of sleep."""
+def k6(url: str, form: K6Form, *, cpus: str | None) -> K6Result:
+    """The original project's profile: `form.vus` users, each one request then 1 s of sleep.
+
+    Ramped: latencies of the hold phase, after every user has started. Spike: latencies of the
+    whole run, its first second (all users at once) included, and that second's on their own.
+    """
     with tempfile.TemporaryDirectory(prefix="bench-k6-") as scratch:
         summary = Path(scratch) / "summary.json"
         argv = [k6_binary(), "run", "--no-usage-report", "--no-color", "--quiet"]
-        argv += ["--summary-export", str(summary), "-e", f"ENDPOINT={url}", "-e", f"VUS={vus}"]
-        argv += ["-e", f"RAMP={ramp:g}", "-e", f"HOLD={hold:g}", str(K6_SCRIPT)]
+        argv += ["--summary-export", str(summary), "-e", f"ENDPOINT={url}"]
+        argv += ["-e", f"VUS={form.vus}", "-e", f"HOLD={form.hold:g}"]
+        argv += ["-e", "MODE=spike" if form.spike else f"RAMP={form.ramp:g}", str(K6_SCRIPT)]
         env = {**os.environ, "K6_NO_USAGE_REPORT": "true", "HOME": scratch}
-        timeout = ramp + hold + 60
+        timeout = form.seconds + 60
         done = run_bounded(argv, timeout=timeout, cpus=cpus, env=env, cwd=Path(scratch))
         if not summary.exists():
             raise RuntimeError(f"k6 failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
         metrics: dict[str, Any] = json.loads(summary.read_text())["metrics"]
-    # A very short hold (quick mode) may see no request start: then the whole run's numbers.
-    duration = metrics.get("http_req_duration{phase:hold}") or metrics["http_req_duration"]
-    hold_requests = metrics.get("http_reqs{phase:hold}", {"count": 0})
+    if form.spike:
+        duration, measured = metrics["http_req_duration"], metrics["http_reqs"]
+    else:
+        # A very short hold (quick mode) may see no request start: then the whole run's numbers.
+        duration = metrics.get("http_req_duration{phase:hold}") or metrics["http_req_duration"]
+        measured = metrics.get("http_reqs{phase:hold}", {"count": 0})
+    burst = metrics.get("http_req_duration{phase:burst}") if form.spike else None
     checks = metrics.get("checks", {"passes": 0, "fails": 0})
     failed = metrics.get("http_req_failed", {})
     return K6Result(
         requests=int(metrics["http_reqs"]["count"]),
-        requests_hold=int(hold_requests["count"]),
+        requests_hold=int(measured["count"]),
         failed_checks=int(checks["fails"]),
         passed_checks=int(checks["passes"]),
         failed_requests=int(failed.get("passes", 0)),  # k6 counts a failed request as a "pass"
@@ -148,4 +179,9 @@ def k6(url: str, *, vus: int, ramp: float, hold: float, cpus: str | None) -> K6R
         p90_ms=round(duration["p(90)"], 2),
         p95_ms=round(duration["p(95)"], 2),
         max_ms=round(duration["max"], 2),
+        burst_requests=(
+            int(metrics.get("http_reqs{phase:burst}", {"count": 0})["count"]) if burst else None
+        ),
+        burst_p95_ms=round(burst["p(95)"], 2) if burst else None,
+        burst_max_ms=round(burst["max"], 2) if burst else None,
     )

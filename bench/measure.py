@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .environment import Bench, settle
-from .load import KEY_HEADER, WrkResult, k6, wrk
+from .load import KEY_HEADER, K6Form, WrkResult, k6, wrk
 from .nginx import LARGE_PATH
 from .peers import Peer, RunningPeer
 from .processes import machine_busy_seconds, rss_bytes
@@ -68,6 +68,14 @@ def wait_for_quiet(max_wait: float) -> float:
     return round(time.monotonic() - started, 1)
 
 
+def ensure_alive(running: RunningPeer) -> None:
+    """A peer that exited mid-run would be measured as a wall of connection errors: stop instead,
+    with its last words."""
+    process = running.process
+    if process is not None and not process.running():
+        raise RuntimeError(f"{running.peer.name} exited during the run:\n{process.logs()[-3000:]}")
+
+
 def run_wrk(
     bench: Bench, running: RunningPeer, workload: Workload, seconds: float, *, patient: bool
 ) -> dict[str, Any]:
@@ -76,6 +84,7 @@ def run_wrk(
     for _ in range(2 if patient else 1):
         waited = wait_for_quiet(QUIET_WAIT) if patient else 0.0
         attempts.append({**run_wrk_once(bench, running, workload, seconds), "waited": waited})
+        ensure_alive(running)
         if attempts[-1]["other_cores"] <= QUIET_LIMIT:
             break
         logger.info(
@@ -175,24 +184,24 @@ def throughput_rounds(
 def k6_rounds(
     bench: Bench,
     running: Sequence[RunningPeer],
+    form: K6Form,
     *,
     rounds: int,
-    vus: int,
-    ramp: float,
-    hold: float,
     patient: bool,
 ) -> dict[str, dict[str, Any]]:
-    """{peer: summary} of the original project's k6 profile, alternating like wrk."""
+    """{peer: summary} of one form of the original project's k6 profile, alternating like wrk."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for number in range(rounds):
         for peer in alternating(running, number):
             url = f"http://127.0.0.1:{peer.port}/"
             if patient:
                 wait_for_quiet(QUIET_WAIT)
-            result = k6(url, vus=vus, ramp=ramp, hold=hold, cpus=bench.pinning.load)
+            result = k6(url, form, cpus=bench.pinning.load)
+            ensure_alive(peer)
             runs.setdefault(peer.peer.name, []).append(result.as_dict())
             logger.info(
-                "k6 round %d/%d %-22s %6d requests  p95 %7.1f ms  failed checks %d",
+                "k6 %s round %d/%d %-22s %6d requests  p95 %7.1f ms  failed checks %d",
+                form.name,
                 number + 1,
                 rounds,
                 peer.peer.name,
@@ -200,22 +209,28 @@ def k6_rounds(
                 result.p95_ms,
                 result.failed_checks,
             )
-    return {
-        name: {
-            **{
-                key: round(statistics.median(r[key] for r in peer_runs), 2)
-                for key in ("p50_ms", "p90_ms", "p95_ms")
-            },
-            "max_ms": max(r["max_ms"] for r in peer_runs),
-            "requests": sum(r["requests"] for r in peer_runs),
-            "requests_hold": sum(r["requests_hold"] for r in peer_runs),
-            "failed_checks": sum(r["failed_checks"] for r in peer_runs),
-            "passed_checks": sum(r["passed_checks"] for r in peer_runs),
-            "failed_requests": sum(r["failed_requests"] for r in peer_runs),
-            "rounds": peer_runs,
-        }
-        for name, peer_runs in runs.items()
+    return {name: summarize_k6(peer_runs) for name, peer_runs in runs.items()}
+
+
+def summarize_k6(peer_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        **{
+            key: round(statistics.median(r[key] for r in peer_runs), 2)
+            for key in ("p50_ms", "p90_ms", "p95_ms")
+        },
+        "max_ms": max(r["max_ms"] for r in peer_runs),
+        "requests": sum(r["requests"] for r in peer_runs),
+        "requests_hold": sum(r["requests_hold"] for r in peer_runs),
+        "failed_checks": sum(r["failed_checks"] for r in peer_runs),
+        "passed_checks": sum(r["passed_checks"] for r in peer_runs),
+        "failed_requests": sum(r["failed_requests"] for r in peer_runs),
+        "rounds": peer_runs,
     }
+    bursts = [r for r in peer_runs if r.get("burst_p95_ms") is not None]
+    if bursts:  # the spike's first second
+        summary["burst_p95_ms"] = round(statistics.median(r["burst_p95_ms"] for r in bursts), 2)
+        summary["burst_max_ms"] = max(r["burst_max_ms"] for r in bursts)
+    return summary
 
 
 def send_requests(bench: Bench, running: RunningPeer, count: int) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from sidecar_dispatcher.testing.configs import dispatch_config
 from sidecar_dispatcher.testing.loopback import free_port
 
+from .haproxy import haproxy_binary, haproxy_config, haproxy_process
 from .nginx import UpstreamPorts, dispatcher_http, nginx_process
 from .processes import Managed, Pinning
 
@@ -32,7 +33,7 @@ ENTRY_POINTS = {
 class Peer:
     name: str
     label: str
-    kind: str  # "direct", "nginx", "mitmdump" or "runner"
+    kind: str  # "direct", "nginx", "haproxy", "mitmdump" or "runner"
     addon: bool = False  # mitmdump with -s addons/dispatcher.py
     map_remote: bool = False  # mitmdump with the built-in map_remote + modify_headers
     workers: int = 1
@@ -47,7 +48,7 @@ class Peer:
 
     @property
     def dispatches(self) -> bool:
-        return self.kind in ("nginx", "runner") or self.addon or self.map_remote
+        return self.kind in ("nginx", "haproxy", "runner") or self.addon or self.map_remote
 
     @property
     def spreads(self) -> bool:
@@ -58,6 +59,7 @@ class Peer:
 SUITE_PEERS = (
     Peer("direct", "upstream direct (nginx)", "direct", note="no proxy: the ceiling"),
     Peer("nginx-map", "nginx `map $http_environment`", "nginx"),
+    Peer("haproxy", "HAProxy `use_backend` on `hdr(environment)`", "haproxy"),
     Peer("mitmdump-bare", "mitmdump --mode reverse, no addon", "mitmdump", note="no dispatch"),
     Peer(
         "mitmdump-map-remote",
@@ -73,9 +75,17 @@ SUITE_PEERS = (
         "sidecar-dispatcher run --workers 2",
         "runner",
         workers=2,
-        note="both cores, shared with the load side",
+        note="two cores (see Pinning)",
     ),
 )
+
+
+def missing_program(peer: Peer) -> str | None:
+    """Why `peer` cannot run on this machine, or None. Only HAProxy is optional: nginx, wrk and
+    k6 drive every other measurement, and the bench fails without them."""
+    if peer.kind == "haproxy" and haproxy_binary() is None:
+        return "haproxy not installed (apt-get install -y haproxy, or make system-packages)"
+    return None
 
 
 def bench_config(ports: UpstreamPorts) -> str:
@@ -122,6 +132,9 @@ def launch(
     if peer.kind == "nginx":
         process = nginx_process(peer.name, own, dispatcher_http(port, ports), cpus)
         return RunningPeer(peer, port, process.start())
+    if peer.kind == "haproxy":
+        process = haproxy_process(peer.name, own, haproxy_config(port, ports), cpus)
+        return RunningPeer(peer, port, process.start())
     if peer.extra_config:
         config = own / "config.yaml"
         config.write_text(bench_config(ports) + peer.extra_config)
@@ -133,12 +146,15 @@ def launch(
         "PYTHONUNBUFFERED": "1",
         "SIDECAR_CONFIG": str(config),
         "SIDECAR_ADMIN": "",  # peers run side by side: no two on the default admin port
+        # mitmdump + addon and the runner at the same log level (the defaults), whatever the
+        # caller's environment says; a peer's own `env` may still change them
+        "SIDECAR_LOGGING_LEVEL": "INFO",
+        "SIDECAR_ACCESS_LOG": "text",
         **peer.env,
     }
     if peer.kind == "runner":
-        argv = [str(BIN / "sidecar-dispatcher"), "run", *common]
-        if peer.workers > 1:
-            argv[2:2] = ["--workers", str(peer.workers)]
+        # --workers even for one: the measured count never depends on the runner's default
+        argv = [str(BIN / "sidecar-dispatcher"), "run", "--workers", str(peer.workers), *common]
         env["SIDECAR_PORT"] = str(port)
     else:
         # bare mitmdump forwards to the page the dispatch would choose; the others decide

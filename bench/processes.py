@@ -31,26 +31,44 @@ class Pinning:
 
     proxy: str | None  # a taskset list such as "0"; None: not pinned
     load: str | None
-    both: str | None  # the proxy when it spreads over every core (workers)
+    both: str | None  # the proxy when it spreads over two cores (`--workers 2`)
 
     @property
     def pinned(self) -> bool:
         return self.proxy is not None
 
+    @property
+    def workers_share_load(self) -> bool:
+        """Whether two workers share a core with the load side (always so on 2 cores)."""
+        if self.both is None or self.load is None:
+            return True
+        return bool(set(self.both.split(",")) & set(self.load.split(",")))
+
     def describe(self) -> str:
         if not self.pinned:
             return "not pinned (fewer than 2 usable cores)"
-        return f"proxy on core {self.proxy}, load generator and upstream on core {self.load}"
+        text = f"proxy on core {self.proxy}, load generator and upstream on core {self.load}"
+        if self.workers_share_load:
+            return f"{text}; `--workers 2` on cores {self.both}, sharing core {self.load} with them"
+        return f"{text}; `--workers 2` on cores {self.both}, apart from them"
 
 
 def choose_pinning() -> Pinning:
-    """Core 0 for the proxy, core 1 for everything else; no pinning below two cores."""
+    """Core 0 for the proxy, the rest for the load side; no pinning below two cores.
+
+    With three cores or more, two workers get cores 0 and 1 and the load side the others, so that
+    2 workers against 1 is a fair comparison; with two, the second worker shares core 1 with the
+    load side (the report says so and accounts for the load side's CPU).
+    """
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         logger.warning("only %d usable core(s): nothing is pinned, ratios are less meaningful", 1)
         return Pinning(None, None, None)
-    proxy, load = cores[0], cores[1]
-    return Pinning(str(proxy), str(load), f"{proxy},{load}")
+    if len(cores) == 2:
+        proxy, load = cores
+        return Pinning(str(proxy), str(load), f"{proxy},{load}")
+    load_cores = ",".join(str(c) for c in cores[2:])
+    return Pinning(str(cores[0]), load_cores, f"{cores[0]},{cores[1]}")
 
 
 def pinned(argv: Sequence[str], cpus: str | None) -> list[str]:
