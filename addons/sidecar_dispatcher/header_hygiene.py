@@ -59,7 +59,7 @@ class HeaderHygiene:
                 printable(name),
             )
             flow.response = error_response(
-                400, f"sidecar dispatcher: header {printable(name)} is malformed"
+                400, f"sidecar dispatcher: header {printable(name)} is malformed", request.method
             )
             return
         if _nothing_to_strip(request.headers.fields):

@@ -53,7 +53,7 @@ class Router:
                 printable(flow.request.path.partition("?")[0]),
                 printable(str(e)),
             )
-            flow.response = error_response(400, f"sidecar dispatcher: {e}")
+            flow.response = error_response(400, f"sidecar dispatcher: {e}", flow.request.method)
         except Exception as e:  # fail closed: never let the request reach the wrong upstream
             logger.error(
                 "dispatch failed for %s %s:\n%s",
@@ -64,7 +64,7 @@ class Router:
             # The client learns what kind of failure, the log has the rest (it may name
             # internal addresses or values).
             reason = f"sidecar dispatcher: dispatch failed ({type(e).__name__}; see the log)"
-            flow.response = error_response(502, reason)
+            flow.response = error_response(502, reason, flow.request.method)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         decision = flow.metadata.get(METADATA_KEY)
@@ -107,7 +107,9 @@ class Router:
             decision, request.path, headers, keep_host=self.keep_host_header
         )
         if decision.answer is not None:  # `unmatched`: the sidecar answers, nothing is sent
-            flow.response = error_response(decision.answer.status, decision.answer.body)
+            flow.response = error_response(
+                decision.answer.status, decision.answer.body, request.method
+            )
         else:
             apply_decision(request, decision, keep_host=self.keep_host_header)
         record(flow, decision)
@@ -173,7 +175,14 @@ def apply_response_headers(response: http.Response, edits: list[list[str]]) -> N
             response.headers.pop(name, None)
 
 
-def error_response(status: int, text: str) -> http.Response:
-    """The sidecar's own answer: plain text, so that it is never mistaken for the upstream's."""
+def error_response(status: int, text: str, method: str = "GET") -> http.Response:
+    """The sidecar's own answer: plain text, so that it is never mistaken for the upstream's.
+
+    To a HEAD request without the body (RFC 9110 §9.3.2): one would be read as the start of the
+    next response on a kept-alive connection.
+    """
     body = text if not text or text.endswith("\n") else text + "\n"
-    return http.Response.make(status, body, {"Content-Type": "text/plain; charset=utf-8"})
+    answer = http.Response.make(status, body, {"Content-Type": "text/plain; charset=utf-8"})
+    if method.upper() == "HEAD":
+        answer.content = b""
+    return answer

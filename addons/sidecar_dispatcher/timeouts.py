@@ -68,10 +68,7 @@ def overdue_answer(decision: dict[str, object], seconds: float, method: str) -> 
     text = (
         f"sidecar dispatcher: {who}: no response headers from its destination within {seconds:g} s"
     )
-    answer = error_response(UPSTREAM_TIMEOUT_STATUS, text)
-    if method.upper() == "HEAD":  # no body (RFC 9110 9.3.2): one would desync the connection
-        answer.content = b""
-    return answer
+    return error_response(UPSTREAM_TIMEOUT_STATUS, text, method)
 
 
 @dataclass(slots=True)

@@ -105,6 +105,29 @@ def test_a_malformed_request_gets_a_plain_400_and_one_log_line(sidecar: Sidecar)
     still_serves(sidecar)
 
 
+def test_the_sidecars_own_answer_to_head_has_no_body_and_the_connection_serves_on(
+    sidecar: Sidecar,
+) -> None:
+    """A body after a HEAD's answer would be read as the start of the next response."""
+    with socket.create_connection(("127.0.0.1", sidecar.port), timeout=5) as connection:
+        connection.sendall(  # conflicting keys: the router's own 400
+            b"HEAD /conflict HTTP/1.1\r\nHost: s\r\nenvironment: dev\r\nenvironment: qa\r\n\r\n"
+        )
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += connection.recv(65536)
+        connection.settimeout(0.5)  # anything after the head would come right behind it
+        with contextlib.suppress(TimeoutError):
+            received += connection.recv(65536)
+        assert received.startswith(b"HTTP/1.1 400 ") and received.endswith(b"\r\n\r\n"), received
+        connection.settimeout(5)
+        connection.sendall(b"GET /after HTTP/1.1\r\nHost: s\r\nenvironment: dev\r\n\r\n")
+        after = http.client.HTTPResponse(connection)
+        after.begin()
+        assert after.status == 200
+        assert after.read().startswith(b"{")  # the dev upstream's JSON
+
+
 def test_500_slow_clients_do_not_starve_a_normal_one(sidecar: Sidecar) -> None:
     """Slowloris: each holds a connection with half a request line and never finishes it."""
     slow = []
