@@ -239,12 +239,13 @@ def test_log_lines_escape_what_a_client_sent(sidecar: Sidecar) -> None:
     # Two different key values: refused, and the refusal logged with the values escaped.
     answer = exchange(
         sidecar.port,
-        b"GET /x HTTP/1.1\r\nHost: s\r\nenvironment: dev\r\n"
+        b"GET /log-escape HTTP/1.1\r\nHost: s\r\nenvironment: dev\r\n"
         b"environment: qa\x1b[31m\x85forged\r\n\r\n",
     )
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
-    logs = sidecar.wait_for_log("conflicting environment headers")
-    (line,) = [line for line in logs.splitlines() if "conflicting environment headers" in line]
+    refused = "refused GET /log-escape: conflicting environment headers"
+    logs = sidecar.wait_for_log(refused)
+    (line,) = [line for line in logs.splitlines() if refused in line]
     assert "\x1b" not in line and "\x85" not in line
     assert "forged" in line
 
