@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from mitmproxy import hooks
+from mitmproxy import connection, flow, hooks, http
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons
 
@@ -18,6 +18,22 @@ from sidecar_dispatcher.cli import main
 from . import flows
 
 WriteConfig = Callable[[str], Path]
+
+
+@pytest.fixture(autouse=True)
+def mitmproxy_as_shipped() -> Iterator[None]:
+    """Undo what building a lean runner replaces in the whole process (header look-ups, flow
+    ids: mitmproxy_internals), so that each test starts with mitmproxy's own."""
+    headers = {name: http.Headers.__dict__.get(name) for name in ("get", "__contains__")}
+    uuids = (flow.uuid, connection.uuid)  # type: ignore[attr-defined]
+    yield
+    for name, own in headers.items():
+        if own is None:
+            if name in http.Headers.__dict__:
+                delattr(http.Headers, name)
+        else:
+            setattr(http.Headers, name, own)
+    flow.uuid, connection.uuid = uuids  # type: ignore[attr-defined]
 
 
 @dataclass

@@ -9,6 +9,7 @@ heard back and what was logged must be the same.
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import io
 import logging
@@ -23,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from mitmproxy import exceptions, flow, hooks, http, master, options
+from mitmproxy import connection, exceptions, flow, hooks, http, master, options
 from mitmproxy.addons import next_layer, proxyserver
-from mitmproxy.proxy import events, layer, mode_servers, server
+from mitmproxy.proxy import commands, events, layer, mode_servers, server
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.http import (  # type: ignore[attr-defined]  # not in its __all__
     HttpRequestHeadersHook,
@@ -46,7 +47,12 @@ from sidecar_dispatcher.access_log import (
     write_stdout_line,
 )
 from sidecar_dispatcher.addon import Dispatcher
-from sidecar_dispatcher.mitmproxy_internals import fast_hooks
+from sidecar_dispatcher.mitmproxy_internals import (
+    fast_hooks,
+    flow_ids,
+    header_lookups,
+    terminal_lines,
+)
 from sidecar_dispatcher.runner import build_master, lean_addons
 from sidecar_dispatcher.testing.loopback import free_port
 
@@ -510,9 +516,16 @@ class Upstream:
             await writer.drain()
 
 
-def proxy_run(fast: bool, requests: int = 3) -> list[Call]:
+def proxy_run(fast: bool, requests: int = 3, to_client: list[bytes] | None = None) -> list[Call]:
+    """The calls the nested addons saw; `to_client`: each write the proxy made to its client."""
     calls: list[Call] = []
     port = free_port()
+    stock_write = asyncio.StreamWriter.write
+
+    def recording_write(writer: asyncio.StreamWriter, data: Any) -> None:
+        if to_client is not None and writer.get_extra_info("sockname")[1] == port:
+            to_client.append(bytes(data))
+        stock_write(writer, data)
 
     async def scenario() -> None:
         upstream = await asyncio.start_server(Upstream().serve, "127.0.0.1", 0)
@@ -547,7 +560,9 @@ def proxy_run(fast: bool, requests: int = 3) -> list[Call]:
             lean._legacy_log_events.uninstall()
             upstream.close()
 
-    asyncio.run(scenario())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(asyncio.StreamWriter, "write", recording_write)
+        asyncio.run(scenario())
     return calls
 
 
@@ -555,6 +570,102 @@ def test_real_layers_call_the_same_hooks_in_the_same_order() -> None:
     stock = proxy_run(fast=False)
     assert stock.count(("c", "response", "")) == 3
     assert proxy_run(fast=True) == stock
+
+
+def test_a_responses_head_and_body_reach_the_client_in_one_write() -> None:
+    stock: list[bytes] = []
+    fast: list[bytes] = []
+    proxy_run(fast=False, to_client=stock)
+    proxy_run(fast=True, to_client=fast)
+    assert b"".join(fast) == b"".join(stock)
+    assert b"".join(stock).count(b"HTTP/1.1 200") == 3
+    assert len(stock) == 6  # mitmproxy: head, then body
+    assert len(fast) == 3
+    assert all(write.startswith(b"HTTP/1.1 200") and write.endswith(b"ok") for write in fast)
+
+
+class RecordingWriter:
+    def __init__(self, name: str, log: list[tuple[str, bytes]], closing: bool = False) -> None:
+        self.name, self.log, self.closing = name, log, closing
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def write(self, data: bytes) -> None:
+        self.log.append((self.name, data))
+
+
+class ScriptedLayer:
+    def __init__(self, script: list[commands.Command], fail: bool = False) -> None:
+        self.script, self.fail = script, fail
+
+    def handle_event(self, _event: events.Event) -> Iterator[commands.Command]:
+        yield from self.script
+        if self.fail:
+            raise RuntimeError("the layer failed")
+
+
+@dataclass
+class ScriptedHandler:
+    """What `_handle_event` uses of a connection handler, recording what it is asked to do."""
+
+    layer: ScriptedLayer
+    done: list[tuple[str, bytes]] = field(default_factory=list)
+    transports: dict[object, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.timeout_watchdog = type("Watchdog", (), {"register_activity": lambda _self: None})()
+
+    def close_connection(self, connection: object, _half_close: bool = False) -> None:
+        self.done.append(("close", str(connection).encode()))
+
+    def log(self, message: str, _level: int, exc_info: bool = False) -> None:
+        self.done.append(("log", message.encode()))
+
+
+def test_writes_are_joined_per_connection_and_kept_in_order_with_other_commands() -> None:
+    client, server_, gone = (
+        connection.Client(peername=("127.0.0.1", 1), sockname=("127.0.0.1", 2)),
+        connection.Server(address=("127.0.0.1", 3)),
+        connection.Server(address=("127.0.0.1", 4)),
+    )
+    handler = ScriptedHandler(
+        ScriptedLayer(
+            [
+                commands.SendData(client, b"head "),
+                commands.SendData(client, b"body"),
+                commands.SendData(gone, b"nobody hears this"),  # not in transports: dropped
+                commands.SendData(server_, b"request"),
+                commands.SendData(client, b"more"),
+                commands.CloseConnection(client),
+                commands.SendData(server_, b"last"),
+            ],
+            fail=True,
+        )
+    )
+    handler.transports = {
+        client: server.ConnectionIO(writer=RecordingWriter("client", handler.done)),  # type: ignore[arg-type]
+        server_: server.ConnectionIO(writer=RecordingWriter("server", handler.done)),  # type: ignore[arg-type]
+    }
+    fast_hooks._handle_event(handler, events.Start(), None, collections.deque())  # type: ignore[arg-type]
+    assert handler.done == [
+        ("client", b"head body"),
+        ("server", b"request"),
+        ("client", b"more"),
+        ("close", str(client).encode()),
+        ("server", b"last"),  # sent before the layer failed, written before the crash is logged
+        ("log", b"mitmproxy has crashed!"),
+    ]
+
+
+def test_a_closing_writer_gets_nothing_as_in_mitmproxy() -> None:
+    client = connection.Client(peername=("127.0.0.1", 1), sockname=("127.0.0.1", 2))
+    handler = ScriptedHandler(ScriptedLayer([commands.SendData(client, b"late")]))
+    handler.transports = {
+        client: server.ConnectionIO(writer=RecordingWriter("client", handler.done, closing=True))  # type: ignore[arg-type]
+    }
+    fast_hooks._handle_event(handler, events.Start(), None, collections.deque())  # type: ignore[arg-type]
+    assert handler.done == []
 
 
 # --- the checks
@@ -643,7 +754,7 @@ def test_a_master_without_eager_tasks_is_noticed(
     ]
 
 
-def test_the_runner_uses_the_fast_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+def test_the_runner_uses_the_fast_paths(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("key: environment\ndestination: http://127.0.0.1:1\n")
 
@@ -663,6 +774,11 @@ def test_the_runner_uses_the_fast_path(monkeypatch: pytest.MonkeyPatch, tmp_path
     built = asyncio.run(build())
     assert fast_hooks.hook_table(built) is not None
     assert mode_servers.ProxyConnectionHandler.server_event is fast_hooks._server_event
+    # and the other shortcuts its profile asked for (tests/test_header_lookups.py, ...)
+    assert header_lookups.installed()
+    assert flow_ids.installed()
+    terminal = built.addons.get("dispatcher").access_log.terminal
+    assert isinstance(terminal, terminal_lines.TerminalLines)
     built.addons.clear()
 
 

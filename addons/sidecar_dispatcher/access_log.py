@@ -23,6 +23,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from mitmproxy import ctx, exceptions, http
@@ -47,6 +48,9 @@ class AccessLog:
     def __init__(self) -> None:
         self.format = "text"
         self._unknown_environment_value: str | None = None
+        # The lean runner's writer of text lines in the terminal log's format (it says False
+        # when logging must take the line); None: every text line is an INFO record.
+        self.terminal: Callable[[str], bool] | None = None
 
     def load(self, loader: Loader) -> None:
         default = os.environ.get(ENVIRONMENT, "").strip().lower() or "text"
@@ -94,7 +98,9 @@ class AccessLog:
         if self.format == "json":
             write_stdout_line(json_line(outcome, decision["reason"] if decision else None, patched))
         else:
-            logger.info(text_line(outcome, decision["reason"] if decision else None, patched))
+            line = text_line(outcome, decision["reason"] if decision else None, patched)
+            if self.terminal is None or not self.terminal(line):
+                logger.info(line)
 
 
 def write_stdout_line(line: str) -> None:

@@ -36,6 +36,7 @@ class Dispatcher:
         self.metrics = RequestMetrics(self.readiness)
         self.config = LiveConfig(listeners=[self.metrics])
         self.router = Router(self.config)
+        self.access_log = AccessLog()
         # Order matters: the log level is set before the config is read, and the rules are
         # in place before the router sees a request.
         self.addons = [
@@ -47,7 +48,7 @@ class Dispatcher:
             UpstreamTimeouts(),  # 504 when a destination sends no response headers in time
             Mirror(self.metrics),
             self.metrics,
-            AccessLog(),
+            self.access_log,
             AdminEndpoint(self.metrics.metrics, self.readiness),
         ]
 

@@ -30,6 +30,7 @@ from mitmproxy.addons import (
     update_alt_svc,
 )
 
+from . import access_log
 from . import mitmproxy_internals as internals
 from .access_log import BatchedOutput
 from .addon import Dispatcher
@@ -84,6 +85,12 @@ def build_master(set_options: Sequence[str], *, reuse_port: bool) -> master.Mast
     # Hooks from a table, synchronous ones inline under the connection's lock: about a third of
     # the runner's CPU per request was mitmproxy's hook dispatch (docs/performance.md).
     internals.fast_hooks.use_fast_hooks(lean)
+    # What else the runner's profile showed of mitmproxy's per-request cost (docs/performance.md):
+    # a KeyError per absent header looked up, a getrandom() per flow id, a log record per line.
+    internals.faster_header_lookups()
+    internals.pooled_ids()
+    dispatcher: Dispatcher = lean.addons.get("dispatcher")
+    dispatcher.access_log.terminal = internals.direct_terminal_lines(lean, access_log.logger)
     opts.set(*set_options, defer=True)
     if opts.deferred:
         names = ", ".join(sorted(opts.deferred))

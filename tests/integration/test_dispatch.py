@@ -114,6 +114,8 @@ def test_one_info_line_per_request_without_header_values(sidecar: Sidecar) -> No
     sidecar.request("GET", "/logged/path?secret-query=1", [("environment", "token")])
     logs = sidecar.wait_for_log("token → ")
     (line,) = [line for line in logs.splitlines() if "token → " in line]
+    # the terminal log's format, whether through logging (mitmdump) or written directly (runner)
+    assert re.match(r"\[\d\d:\d\d:\d\d\.\d\d\d\] token → http://127\.0\.0\.1:\d+ ", line), line
     assert (
         "(environment: token) GET /logged/path "
         "patched=[Host, X-Forwarded-For, Authorization, X-Twice, x-twice]"

@@ -11,8 +11,9 @@ reader (`request_heads.py`); chunked trailers on its HTTP/1 body readers (`trail
 from a destination on its HTTP/1 client (`informational.py`); plain-text error pages on its
 error page functions (`error_pages.py`); one retry on a stale keep-alive connection on its
 HTTP stream (`stale_retry.py`, called from overdue.py's wrapper); the runner's fast hook path
-on its connection handler and addon manager (`fast_hooks.py`); and `diff` on mitmproxy's
-flow format (`flow_file.py`). Each is
+on its connection handler and addon manager (`fast_hooks.py`), and the runner's cheaper header
+look-ups (`header_lookups.py`), flow ids (`flow_ids.py`) and access lines in the terminal log's
+format (`terminal_lines.py`); and `diff` on mitmproxy's flow format (`flow_file.py`). Each is
 listed in `REACHES` with a check that it is still there and shaped as this code expects.
 `tests/test_mitmproxy_internals.py` runs every check against the installed mitmproxy, and the
 runner runs them at start-up and refuses to start, naming the internal and the mitmproxy
@@ -32,16 +33,21 @@ from . import (
     error_pages,
     fast_hooks,
     flow_file,
+    flow_ids,
+    header_lookups,
     informational,
     lean_master,
     overdue,
     overdue_checks,
     request_heads,
     stale_retry,
+    terminal_lines,
     trailers,
 )
 from .checking import Reach, source_lacks, stock_method
 from .error_pages import plain_error_pages
+from .flow_ids import pooled_ids
+from .header_lookups import faster_header_lookups
 from .informational import drop_informational_responses
 from .lean_master import (
     configure_all,
@@ -58,6 +64,7 @@ from .overdue import (
 )
 from .overdue_checks import _check_http_layer, _check_http_stream
 from .request_heads import bound_request_heads
+from .terminal_lines import direct_terminal_lines
 from .trailers import drop_chunked_trailers
 
 __all__ = [
@@ -71,11 +78,15 @@ __all__ = [
     "answer_overdue_flows",
     "bound_request_heads",
     "configure_all",
+    "direct_terminal_lines",
     "drop_chunked_trailers",
     "drop_informational_responses",
     "drop_legacy_log_events",
     "error_pages",
+    "faster_header_lookups",
     "flow_file",
+    "flow_ids",
+    "header_lookups",
     "informational",
     "inject_overdue",
     "lean_master",
@@ -84,6 +95,7 @@ __all__ = [
     "overdue",
     "overdue_checks",
     "plain_error_pages",
+    "pooled_ids",
     "request_heads",
     "self_check",
     "share_listening_port",
@@ -91,6 +103,7 @@ __all__ = [
     "stale_retry",
     "stock_method",
     "stop_listening",
+    "terminal_lines",
     "trailers",
 ]
 
@@ -109,6 +122,9 @@ REACHES = (
     *informational.INFORMATIONAL_REACHES,
     *error_pages.ERROR_PAGE_REACHES,
     *stale_retry.STALE_RETRY_REACHES,
+    *header_lookups.HEADER_LOOKUP_REACHES,
+    *flow_ids.FLOW_ID_REACHES,
+    *terminal_lines.TERMINAL_LINE_REACHES,
 )
 
 

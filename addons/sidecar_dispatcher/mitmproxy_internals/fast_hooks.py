@@ -46,7 +46,7 @@ import logging
 import types
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from mitmproxy import addonmanager, exceptions, flow, hooks, master
 from mitmproxy.proxy import commands, events, mode_servers, server
@@ -365,12 +365,22 @@ def _handle_event(  # noqa: PLR0912  # a copy of mitmproxy's, branch for branch
     table: HookTable,
     completed: collections.deque[commands.StartHook],
 ) -> None:
-    # Copied from mitmproxy 12.3.1's ConnectionHandler.server_event (inside its lock); the only
-    # change is the StartHook branch. STOCK_FINGERPRINTS notices when mitmproxy's changes.
+    # Copied from mitmproxy 12.3.1's ConnectionHandler.server_event (inside its lock); the
+    # changes are the StartHook branch and the writes: consecutive SendData to one connection
+    # (a response's head and body) go out in one write, one send() instead of one each.
+    # STOCK_FINGERPRINTS notices when mitmproxy's changes.
     self.timeout_watchdog.register_activity()
+    writes = _Writes()
     try:
         layer_commands = self.layer.handle_event(event)
         for command in layer_commands:
+            if isinstance(command, commands.SendData):
+                if command.connection in self.transports:
+                    writer = self.transports[command.connection].writer
+                    assert writer
+                    writes.add(writer, command.data)
+                continue
+            writes.flush()  # before anything else the layer asks for, in its order
             if isinstance(command, commands.OpenConnection):
                 assert command.connection not in self.transports
                 handler = asyncio_utils.create_task(
@@ -394,11 +404,6 @@ def _handle_event(  # noqa: PLR0912  # a copy of mitmproxy's, branch for branch
                 and command.connection not in self.transports
             ):
                 pass  # The connection has already been closed.
-            elif isinstance(command, commands.SendData):
-                writer = self.transports[command.connection].writer
-                assert writer
-                if not writer.is_closing():
-                    writer.write(command.data)
             elif isinstance(command, commands.CloseTcpConnection):
                 self.close_connection(command.connection, command.half_close)
             elif isinstance(command, commands.CloseConnection):
@@ -418,8 +423,40 @@ def _handle_event(  # noqa: PLR0912  # a copy of mitmproxy's, branch for branch
                 self.log(command.message, command.level)
             else:
                 raise RuntimeError(f"Unexpected command: {command}")
+        writes.flush()
     except Exception:
+        writes.flush()  # what the layer sent before it failed, as mitmproxy's would have
         self.log("mitmproxy has crashed!", logging.ERROR, exc_info=True)
+
+
+class _Writer(Protocol):  # asyncio's StreamWriter or mitmproxy_rs's Stream
+    def is_closing(self) -> bool: ...
+    def write(self, data: bytes) -> None: ...
+
+
+class _Writes:
+    """SendData held back while the next command sends to the same connection."""
+
+    __slots__ = ("chunks", "writer")
+
+    def __init__(self) -> None:
+        self.writer: _Writer | None = None
+        self.chunks: list[bytes] = []
+
+    def add(self, writer: _Writer, data: bytes) -> None:
+        if writer is not self.writer:
+            self.flush()
+            self.writer = writer
+        self.chunks.append(data)
+
+    def flush(self) -> None:
+        writer = self.writer
+        if writer is None:
+            return
+        chunks, self.chunks, self.writer = self.chunks, [], None
+        # No await since the first of them: nothing can have closed the writer in between.
+        if not writer.is_closing():
+            writer.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
 
 # --- its checks
