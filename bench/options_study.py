@@ -39,6 +39,18 @@ KEEP_LEGACY_LOG_EVENTS = (
     "import mitmproxy.log\nmitmproxy.log.LegacyLogEvents.uninstall = lambda self: None"
 )
 
+# The runner's shortcuts through mitmproxy beyond its hook path (mitmproxy_internals:
+# header_lookups, flow_ids, terminal_lines, fast_hooks' joined writes), all switched off.
+WITHOUT_SHORTCUTS = """\
+import sidecar_dispatcher.mitmproxy_internals as internals
+from sidecar_dispatcher.mitmproxy_internals import fast_hooks
+internals.faster_header_lookups = internals.pooled_ids = lambda: None
+internals.direct_terminal_lines = lambda *arguments: None
+def write_each(self, writer, data):
+    if not writer.is_closing():
+        writer.write(data)
+fast_hooks._Writes.add = write_each"""
+
 
 def runner_with(name: str, option: str) -> Peer:
     """The runner with one mitmproxy option set, labelled by it."""
@@ -60,6 +72,13 @@ RUNNER_VARIANTS = (
         "runner",
         env=OPTIMIZE,
         prelude=KEEP_LEGACY_LOG_EVENTS,
+    ),
+    Peer(
+        "runner-no-shortcuts",
+        "without header look-ups, pooled ids, direct access lines and joined writes",
+        "runner",
+        env=OPTIMIZE,
+        prelude=WITHOUT_SHORTCUTS,
     ),
     Peer("runner-log-warning", "SIDECAR_LOGGING_LEVEL=WARNING", "runner", env=WARNING),
     runner_with("termlog-warn", "termlog_verbosity=warn"),

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from mitmproxy import connection, exceptions, flow, hooks, http, master, options
+from mitmproxy import connection, exceptions, flow, hooks, http, log, master, options
 from mitmproxy.addons import next_layer, proxyserver
 from mitmproxy.proxy import commands, events, layer, mode_servers, server
 from mitmproxy.proxy.context import Context
@@ -779,6 +779,12 @@ def test_the_runner_uses_the_fast_paths(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert flow_ids.installed()
     terminal = built.addons.get("dispatcher").access_log.terminal
     assert isinstance(terminal, terminal_lines.TerminalLines)
+    # With the runner's own handlers (pytest's capturing ones set aside), its lines go direct.
+    root = logging.getLogger()
+    monkeypatch.setattr(
+        root, "handlers", [h for h in root.handlers if isinstance(h, log.MitmLogHandler)]
+    )
+    assert terminal._only_printer()
     built.addons.clear()
 
 

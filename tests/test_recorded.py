@@ -218,11 +218,34 @@ def test_the_runner_loads_mitmproxys_save_addon_only_to_record() -> None:
     assert isinstance(addon, save.Save)
 
 
-def build(options: list[str], *, reuse_port: bool = False) -> None:
-    async def build_only() -> None:
-        build_master(options, reuse_port=reuse_port)
+def build(options: list[str], *, reuse_port: bool = False) -> bool:
+    """Whether the built runner keeps the client's request with each flow."""
 
-    asyncio.run(build_only())
+    async def build_only() -> bool:
+        built = build_master(options, reuse_port=reuse_port)
+        keeps: bool = built.addons.get("dispatcher").router.keeps_client_request
+        built._legacy_log_events.uninstall()
+        built.addons.clear()
+        return keeps
+
+    return asyncio.run(build_only())
+
+
+def test_the_runner_keeps_the_client_request_only_when_it_records(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("key: environment\ndestination: http://127.0.0.1:1\n")
+    common = ["mode=reverse:http://127.0.0.1:1@1", f"dispatcher_config={config}",
+              "dispatcher_admin=", "dispatcher_watch=false"]  # fmt: skip
+    assert build([*common, f"save_stream_file={tmp_path / 'traffic.flows'}"]) is True
+    assert build(common) is False
+
+
+def test_a_router_told_not_to_keep_the_client_request_leaves_it_out(harness: Harness) -> None:
+    harness.dispatcher.router.keeps_client_request = False
+    flow = harness.dispatch(make_flow(*SENT_BY_THE_CLIENT, path="/x?q=1"))
+    assert flow.request.path == "/base/x?q=1"
+    assert CLIENT_REQUEST_KEY not in flow.metadata[METADATA_KEY]
+    assert flow.metadata[METADATA_KEY]["rule"] == "dev"  # the decision itself is kept
 
 
 def test_the_runner_still_refuses_a_stream_filter_without_a_stream_file() -> None:

@@ -36,6 +36,9 @@ class Router:
     def __init__(self, live_config: LiveConfig) -> None:
         self.live_config = live_config
         self.keep_host_header = False  # mitmproxy's option, mirrored here off the request path
+        # What the client sent, kept with the decision for `diff` (recorded.py). The runner
+        # turns it off when it does not record flows: nothing else there can read it.
+        self.keeps_client_request = True
 
     def configure(self, updated: set[str]) -> None:
         if "keep_host_header" in updated:
@@ -103,8 +106,10 @@ class Router:
             method=request.method,
         )
         # Before the edits: what they overwrite, so that `diff` can rebuild the client's request.
-        client_request = client_request_record(
-            decision, request.path, headers, keep_host=self.keep_host_header
+        client_request = (
+            client_request_record(decision, request.path, headers, keep_host=self.keep_host_header)
+            if self.keeps_client_request
+            else None
         )
         if decision.answer is not None:  # `unmatched`: the sidecar answers, nothing is sent
             flow.response = error_response(
@@ -113,7 +118,8 @@ class Router:
         else:
             apply_decision(request, decision, keep_host=self.keep_host_header)
         record(flow, decision)
-        flow.metadata[METADATA_KEY][CLIENT_REQUEST_KEY] = client_request
+        if client_request is not None:
+            flow.metadata[METADATA_KEY][CLIENT_REQUEST_KEY] = client_request
 
 
 def apply_decision(request: http.Request, decision: Decision, *, keep_host: bool) -> None:

@@ -91,6 +91,8 @@ def build_master(set_options: Sequence[str], *, reuse_port: bool) -> master.Mast
     internals.pooled_ids()
     dispatcher: Dispatcher = lean.addons.get("dispatcher")
     dispatcher.access_log.terminal = internals.direct_terminal_lines(lean, access_log.logger)
+    # The client's request is kept with each flow for `diff`; unrecorded, nothing reads it here.
+    dispatcher.router.keeps_client_request = bool(recording)
     opts.set(*set_options, defer=True)
     if opts.deferred:
         names = ", ".join(sorted(opts.deferred))

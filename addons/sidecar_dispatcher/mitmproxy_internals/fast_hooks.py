@@ -21,6 +21,8 @@ Here, in the runner's process and for its master only:
   below) that runs a hook whose handlers are all synchronous inline, exactly where mitmproxy's
   eager task would run them, and then hands `HookCompleted` to the layer under the same lock
   acquisition, after the event that started it, in the order mitmproxy's waiting tasks would.
+  It also joins consecutive `SendData` to one connection (a response's head and body) into one
+  write, so one `send()`; any other command writes what waits first, so the order is kept.
 
 Same as mitmproxy's path: the handlers called and their order; an exception contained per addon
 of the chain and logged as `safecall` logs it; `AddonHalt` stops the later addons of that event
