@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import subprocess
+import sys
 import types
 import uuid
 
@@ -52,19 +54,34 @@ def test_once_installed_flows_and_connections_take_their_ids_from_the_pool(
     assert flow.uuid.UUID is uuid.UUID  # type: ignore[attr-defined]  # the rest is the real module
 
 
+FORK_AND_COMPARE = """
+import os
+from sidecar_dispatcher.mitmproxy_internals import flow_ids
+flow_ids.new_id()  # the pool is filled before the fork
+reading, writing = os.pipe()
+child = os.fork()
+if child == 0:
+    os.write(writing, flow_ids.new_id().encode())
+    os._exit(0)
+os.close(writing)
+os.waitpid(child, 0)
+print(os.read(reading, 64).decode(), flow_ids.new_id())
+"""
+
+
 def test_a_forked_child_never_hands_out_the_parents_next_ids() -> None:
-    flow_ids.new_id()  # the pool is filled before the fork
-    reading, writing = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover  # the child process
-        os.write(writing, flow_ids.new_id().encode())
-        os._exit(0)
-    os.close(writing)
-    os.waitpid(child, 0)
-    childs = os.read(reading, 64).decode()
-    os.close(reading)
-    assert childs != flow_ids.new_id()
-    assert uuid.UUID(childs).version == 4
+    # In a process of its own: forking pytest's, which has threads, is deprecated.
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_AND_COMPARE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    childs, parents = done.stdout.split()
+    assert childs != parents
+    assert uuid.UUID(childs).version == uuid.UUID(parents).version == 4
 
 
 def test_the_reach_holds_before_and_after_installing() -> None:
