@@ -51,6 +51,15 @@ def source_lacks(function: object, fragments: tuple[str, ...]) -> str | None:
     return None
 
 
+def sources_lack(table: tuple[tuple[object, str, tuple[str, ...]], ...]) -> str | None:
+    """`source_lacks` over (owner, attribute, fragments) rows, the attribute looked up now (so
+    that a replaced one is read, not the one seen at import); the first problem, or None."""
+    for owner, name, fragments in table:
+        if (problem := source_lacks(getattr(owner, name), fragments)) is not None:
+            return problem
+    return None
+
+
 def first_problem(*problems: Callable[[], str | None]) -> str | None:
     for problem in problems:
         if (found := problem()) is not None:

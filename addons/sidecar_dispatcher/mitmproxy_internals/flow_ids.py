@@ -20,7 +20,7 @@ from typing import Any
 
 from mitmproxy import connection, flow
 
-from .checking import Reach, first_problem, source_lacks
+from .checking import Reach, first_problem, sources_lack
 
 _POOL_IDS = 256
 _VARIANT = "89ab" * 4  # the hex digit after the variant bits (10xx) are set, by its low bits
@@ -93,14 +93,7 @@ def _check_uses(_lean: object = None) -> str | None:
         if uses != 1:
             return f"{module.__name__} uses uuid {uses} times, not once (for its ids)"
     return first_problem(
-        *(
-            (
-                lambda owner=owner, name=name, fragments=fragments: source_lacks(
-                    getattr(owner, name), fragments
-                )
-            )
-            for owner, name, fragments in STOCK_USES
-        )
+        lambda: sources_lack(STOCK_USES),
     )
 
 

@@ -20,38 +20,34 @@ from typing import Any
 from mitmproxy import http
 from mitmproxy.coretypes import multidict
 
-from .checking import Reach, first_problem, source_lacks
+from .checking import Reach, first_problem, sources_lack
 
 _STOCK_GET = Mapping.get
 _STOCK_CONTAINS = Mapping.__contains__
 
 
-def _values(headers: http.Headers, name: str | bytes) -> list[bytes] | None:
-    """The raw values of `name` (a list, maybe empty), or None for a name of another type."""
-    if type(name) is str:
-        key = name.encode("utf-8", "surrogateescape").lower()
-    elif type(name) is bytes:
-        key = name.lower()
-    else:
-        return None
-    return [value for field, value in headers.fields if field.lower() == key]
+def _field_name(key: object) -> bytes | None:
+    """A name as the fields hold it, lowercased, as get_all converts it; None for another type."""
+    if type(key) is str:
+        return key.encode("utf-8", "surrogateescape").lower()
+    if type(key) is bytes:
+        return key.lower()
+    return None
 
 
 def get(self: http.Headers, key: Any, default: Any = None) -> Any:
-    values = _values(self, key)
-    if values is None:
+    name = _field_name(key)
+    if name is None:
         return _STOCK_GET(self, key, default)
+    values = [value for field, value in self.fields if field.lower() == name]
     if not values:
         return default
     return ", ".join([value.decode("utf-8", "surrogateescape") for value in values])
 
 
 def contains(self: http.Headers, key: object) -> bool:
-    if type(key) is str:
-        name = key.encode("utf-8", "surrogateescape").lower()
-    elif type(key) is bytes:
-        name = key.lower()
-    else:
+    name = _field_name(key)
+    if name is None:
         return _STOCK_CONTAINS(self, key)
     for field, _value in self.fields:  # noqa: SIM110  # a loop: no generator per call
         if field.lower() == name:
@@ -92,14 +88,16 @@ def _lowercased(name: bytes) -> object:
 
 
 def _check_stock_path(_lean: object = None) -> str | None:
-    for name in ("get", "__contains__"):
+    for name, ours, stock in (
+        ("get", get, _STOCK_GET),
+        ("__contains__", contains, _STOCK_CONTAINS),
+    ):
         own = http.Headers.__dict__.get(name)
-        if own is not None and own not in (get, contains, _STOCK_GET, _STOCK_CONTAINS):
+        if own is not None and own not in (ours, stock):
             return f"Headers has its own {name}() now; the runner would replace it"
         for base in http.Headers.__mro__[1:]:
             if name in base.__dict__:
-                expected = _STOCK_GET if name == "get" else _STOCK_CONTAINS
-                if base.__dict__[name] is not expected:
+                if base.__dict__[name] is not stock:
                     return f"{base.__qualname__}.{name} is no longer collections.abc.Mapping's"
                 break
     return first_problem(
@@ -107,14 +105,7 @@ def _check_stock_path(_lean: object = None) -> str | None:
         lambda: (
             None if http.Headers._reduce_values(["a", "b"]) == "a, b" else "Headers folding changed"
         ),
-        *(
-            (
-                lambda owner=owner, name=name, fragments=fragments: source_lacks(
-                    getattr(owner, name), fragments
-                )
-            )
-            for owner, name, fragments in STOCK_PATH
-        ),
+        lambda: sources_lack(STOCK_PATH),
     )
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from mitmproxy import log, master
 from mitmproxy.addons import termlog
 
-from .checking import Reach, first_problem, source_lacks
+from .checking import Reach, first_problem, sources_lack
 
 _INFO = logging.INFO
 _TEST = "PYTEST_CURRENT_TEST"  # MitmLogHandler.filter compares it with its creation's
@@ -139,14 +139,7 @@ def _check_terminal_log(_lean: object = None) -> str | None:
             if termlog.TermLog.__name__.lower() == "termlog"
             else "the terminal log addon is no longer named termlog"
         ),
-        *(
-            (
-                lambda owner=owner, name=name, fragments=fragments: source_lacks(
-                    getattr(owner, name), fragments
-                )
-            )
-            for owner, name, fragments in STOCK_FORMAT
-        ),
+        lambda: sources_lack(STOCK_FORMAT),
     )
 
 
