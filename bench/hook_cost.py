@@ -12,7 +12,7 @@ microseconds per request, to set against the runner's whole CPU time per request
 `--path` measures the hook path itself: the four HTTP hooks of each request started by a layer
 of a real connection handler (`ProxyConnectionHandler`) with the runner's addons, completed the
 way mitmproxy completes them (`stock`: a task per hook, each completion waiting for the
-connection's lock) or the way the runner does (`fast`: mitmproxy_internals/fast_hooks.py), in
+connection's lock) or the way the runner does (`fast`: _mitmproxy/speed/fast_hooks.py), in
 alternating rounds; microseconds per request, the Dispatcher's own work included.
 """
 
@@ -45,8 +45,8 @@ from mitmproxy.test import tflow
 from mitmproxy.utils import asyncio_utils
 
 from sidecar_dispatcher import Dispatcher
-from sidecar_dispatcher.mitmproxy_internals import fast_hooks
-from sidecar_dispatcher.runner import lean_addons
+from sidecar_dispatcher._mitmproxy.speed import fast_hooks
+from sidecar_dispatcher.runner.serve import lean_addons
 from sidecar_dispatcher.testing.configs import dispatch_config, many_routes
 
 # Admin port 0: metrics on, on a port nobody asks; the listener is never started here.

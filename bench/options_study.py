@@ -39,11 +39,11 @@ KEEP_LEGACY_LOG_EVENTS = (
     "import mitmproxy.log\nmitmproxy.log.LegacyLogEvents.uninstall = lambda self: None"
 )
 
-# The runner's shortcuts through mitmproxy beyond its hook path (mitmproxy_internals:
+# The runner's shortcuts through mitmproxy beyond its hook path (_mitmproxy:
 # header_lookups, flow_ids, terminal_lines, fast_hooks' joined writes), all switched off.
 WITHOUT_SHORTCUTS = """\
-import sidecar_dispatcher.mitmproxy_internals as internals
-from sidecar_dispatcher.mitmproxy_internals import fast_hooks
+import sidecar_dispatcher._mitmproxy as internals
+from sidecar_dispatcher._mitmproxy import fast_hooks
 internals.faster_header_lookups = internals.pooled_ids = lambda: None
 internals.direct_terminal_lines = lambda *arguments: None
 def write_each(self, writer, data):

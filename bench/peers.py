@@ -24,7 +24,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SCRIPT = REPOSITORY / "addons" / "dispatcher.py"
 ENTRY_POINTS = {
-    "runner": "import sys\nfrom sidecar_dispatcher.cli import main\nsys.exit(main())",
+    "runner": "import sys\nfrom sidecar_dispatcher.tools.cli import main\nsys.exit(main())",
     "mitmdump": "from mitmproxy.tools.main import mitmdump\nmitmdump()",
 }
 

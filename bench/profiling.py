@@ -35,7 +35,7 @@ SAMPLING_RATE = 200  # per second
 # Where a sample is, by the frames on its stack (inclusive: a frame anywhere counts).
 AREAS = {
     "addon hooks (AddonManager.handle_lifecycle / trigger_event)": r"addonmanager\.py",
-    # the addon's modules, not the runner's (every runner stack starts in runner.py)
+    # the addon's modules, not the runner's (every runner stack starts in runner/serve.py)
     "our addon (sidecar_dispatcher)": r"sidecar_dispatcher/(?!cli|runner|__main__)",
     "logging (records, handlers, termlog)": r"/logging/|addons/termlog\.py",
     "mitmdump's flow printing (dumper)": r"addons/dumper\.py",

@@ -13,7 +13,7 @@ from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons
 
 from sidecar_dispatcher import Dispatcher
-from sidecar_dispatcher.cli import main
+from sidecar_dispatcher.tools.cli import main
 
 from . import flows
 
@@ -23,7 +23,7 @@ WriteConfig = Callable[[str], Path]
 @pytest.fixture(autouse=True)
 def mitmproxy_as_shipped() -> Iterator[None]:
     """Undo what building a lean runner replaces in the whole process (header look-ups, flow
-    ids: mitmproxy_internals), so that each test starts with mitmproxy's own."""
+    ids: _mitmproxy), so that each test starts with mitmproxy's own."""
     headers = {name: http.Headers.__dict__.get(name) for name in ("get", "__contains__")}
     uuids = (flow.uuid, connection.uuid)  # type: ignore[attr-defined]
     yield

@@ -19,7 +19,7 @@ from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.http import HttpLayer, HTTPMode
 from mitmproxy.proxy.mode_specs import ProxyMode
 
-from sidecar_dispatcher import mitmproxy_internals as internals
+from sidecar_dispatcher import _mitmproxy as internals
 
 # What mitmproxy's ConnectionHandler does around a client connection's layers is played here by
 # hand: hooks complete at once (or when released), connections open at once (or when told),

@@ -15,9 +15,9 @@ from mitmproxy.addons.termlog import TermLog
 from mitmproxy.test import taddons, tflow
 
 from sidecar_dispatcher import Dispatcher
-from sidecar_dispatcher.router import DISPATCHED_MARKER
-from sidecar_dispatcher.rules import Destination
-from sidecar_dispatcher.startup import MITMWEB_DEFAULT_COLUMNS
+from sidecar_dispatcher.core.model import Destination
+from sidecar_dispatcher.proxy.router import DISPATCHED_MARKER
+from sidecar_dispatcher.proxy.startup import MITMWEB_DEFAULT_COLUMNS
 
 from .conftest import WriteConfig
 from .flows import (
@@ -229,7 +229,7 @@ def test_exception_in_dispatch_fails_closed_with_502(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("routing exploded")
 
-    monkeypatch.setattr("sidecar_dispatcher.router.resolve", broken)
+    monkeypatch.setattr("sidecar_dispatcher.proxy.router.resolve", broken)
     with caplog.at_level(logging.ERROR):
         flow = harness.dispatch(make_flow(("environment", "dev")))
     assert flow.response is not None

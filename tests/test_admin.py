@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from sidecar_dispatcher.admin import (
+from sidecar_dispatcher.observe.admin import (
     AdminAddressError,
     AdminServer,
     AdminStatus,

@@ -14,8 +14,8 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 BUILD_AND_REPORT = textwrap.dedent(
     """
     import asyncio, sys
-    from sidecar_dispatcher.mitmproxy_internals import fast_hooks, flow_ids, header_lookups
-    from sidecar_dispatcher.runner import build_master
+    from sidecar_dispatcher._mitmproxy import fast_hooks, flow_ids, header_lookups
+    from sidecar_dispatcher.runner.serve import build_master
 
     async def build():
         options = ["mode=reverse:http://127.0.0.1:1@1", "dispatcher_config=" + sys.argv[1],

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar_dispatcher.cli import main
-from sidecar_dispatcher.header_list import HeaderList
+from sidecar_dispatcher.core.header_list import HeaderList
 from sidecar_dispatcher.testing.configs import dispatch_config
+from sidecar_dispatcher.tools.cli import main
 
 from .conftest import WriteConfig, run_command
 
@@ -178,7 +178,7 @@ def test_version_comes_from_the_package_metadata() -> None:
 def test_the_command_and_the_workers_supervisor_do_not_load_mitmproxy() -> None:
     # A supervisor of N workers only starts and signals them: mitmproxy would cost it ~70 MiB.
     probe = (
-        "import sys, sidecar_dispatcher.cli, sidecar_dispatcher.supervisor; "
+        "import sys, sidecar_dispatcher.tools.cli, sidecar_dispatcher.runner.run_command; "
         "print(sorted(name for name in sys.modules if name.partition('.')[0] == 'mitmproxy'))"
     )
     result = subprocess.run(

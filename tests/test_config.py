@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from sidecar_dispatcher.config import MAX_CONFIG_BYTES, ConfigError, load_config, parse_config
-from sidecar_dispatcher.rules import Destination, HeaderPatch, RuleSet
+from sidecar_dispatcher.config.load import (
+    MAX_CONFIG_BYTES,
+    ConfigError,
+    load_config,
+    parse_config,
+)
+from sidecar_dispatcher.core.model import Destination, HeaderPatch, RuleSet
 from sidecar_dispatcher.testing.configs import Rewrite, config_text
 
 from .conftest import WriteConfig

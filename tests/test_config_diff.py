@@ -13,11 +13,11 @@ from mitmproxy.addons import save
 from mitmproxy.io import FlowWriter
 from mitmproxy.test import taddons
 
-from sidecar_dispatcher.cli import make_parser
-from sidecar_dispatcher.config import load_config
-from sidecar_dispatcher.config_diff import DiffReport, compare
-from sidecar_dispatcher.recorded import RecordedRequest
+from sidecar_dispatcher.config.load import load_config
 from sidecar_dispatcher.testing.configs import TOKEN, Rewrite, config_text, dispatch_config
+from sidecar_dispatcher.tools.cli import make_parser
+from sidecar_dispatcher.tools.diff import DiffReport, compare
+from sidecar_dispatcher.tools.recorded import RecordedRequest
 
 from .conftest import WriteConfig, run_command
 from .flows import Harness, answer, make_flow
@@ -264,7 +264,7 @@ def test_diff_of_a_har_file_imports_nothing_from_mitmproxy(
     har.write_text(json.dumps({"log": {"entries": [entry]}}))
     arguments = ["diff", "--flows", str(har), "--config", str(config_path)]
     probe = (
-        "import sys; from sidecar_dispatcher.cli import main; "
+        "import sys; from sidecar_dispatcher.tools.cli import main; "
         f"code = main({[*arguments, '--against', str(config_path)]!r}); "
         "print(code, sorted(m for m in sys.modules if m.partition('.')[0] == 'mitmproxy'))"
     )

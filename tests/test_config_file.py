@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar_dispatcher.config import ConfigError
-from sidecar_dispatcher.config_file import ConfigFile, ConfigFileMissing
-from sidecar_dispatcher.rules import Destination
+from sidecar_dispatcher.config.file import ConfigFile, ConfigFileMissing
+from sidecar_dispatcher.config.load import ConfigError
+from sidecar_dispatcher.core.model import Destination
 
 GOOD = "key: environment\ndestination: http://a.test\n"
 OTHER = "key: environment\ndestination: http://b.test\n"

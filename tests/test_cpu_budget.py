@@ -10,9 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from sidecar_dispatcher.cli import make_parser
-from sidecar_dispatcher.cpu_budget import CpuBudget, CpuLimit, cpu_budget, parse_workers
-from sidecar_dispatcher.supervisor import worker_count
+from sidecar_dispatcher.runner.cpu_budget import (
+    CpuBudget,
+    CpuLimit,
+    cpu_budget,
+    parse_workers,
+)
+from sidecar_dispatcher.runner.run_command import worker_count
+from sidecar_dispatcher.tools.cli import make_parser
 
 
 def write(root: Path, path: str, text: str) -> Path:
@@ -247,8 +252,8 @@ def test_auto_resolves_to_the_budget_and_a_count_stays_as_given() -> None:
 
 ANNOUNCE = (
     "from fractions import Fraction; "
-    "from sidecar_dispatcher.cpu_budget import CpuBudget, CpuLimit; "
-    "from sidecar_dispatcher.supervisor import announce; "
+    "from sidecar_dispatcher.runner.cpu_budget import CpuBudget, CpuLimit; "
+    "from sidecar_dispatcher.runner.run_command import announce; "
     "announce(None); "  # a count given: nothing to say
     "announce(CpuBudget(8, CpuLimit(Fraction(5, 2), '/sys/fs/cgroup/cpu.max')))"
 )

@@ -39,21 +39,16 @@ from mitmproxy.script import concurrent
 from mitmproxy.test import tflow
 from mitmproxy.utils import asyncio_utils
 
-from sidecar_dispatcher import mitmproxy_internals as internals
-from sidecar_dispatcher.access_log import (
+from sidecar_dispatcher import _mitmproxy as internals
+from sidecar_dispatcher._mitmproxy.speed import fast_hooks, flow_ids, header_lookups, terminal_lines
+from sidecar_dispatcher.observe.access_log import (
     FLUSH_DELAY,
     FLUSH_SIZE,
     BatchedOutput,
     write_stdout_line,
 )
-from sidecar_dispatcher.addon import Dispatcher
-from sidecar_dispatcher.mitmproxy_internals import (
-    fast_hooks,
-    flow_ids,
-    header_lookups,
-    terminal_lines,
-)
-from sidecar_dispatcher.runner import build_master, lean_addons
+from sidecar_dispatcher.proxy.addon import Dispatcher
+from sidecar_dispatcher.runner.serve import build_master, lean_addons
 from sidecar_dispatcher.testing.loopback import free_port
 
 HTTP_HOOKS = (HttpRequestHeadersHook, HttpRequestHook, HttpResponseHeadersHook, HttpResponseHook)

@@ -12,7 +12,7 @@ import uuid
 import pytest
 from mitmproxy import connection, flow, http
 
-from sidecar_dispatcher.mitmproxy_internals import flow_ids
+from sidecar_dispatcher._mitmproxy.speed import flow_ids
 
 
 def test_ids_are_random_version_4_uuids_in_mitmproxys_text_form() -> None:
@@ -56,7 +56,7 @@ def test_once_installed_flows_and_connections_take_their_ids_from_the_pool(
 
 FORK_AND_COMPARE = """
 import os
-from sidecar_dispatcher.mitmproxy_internals import flow_ids
+from sidecar_dispatcher._mitmproxy import flow_ids
 flow_ids.new_id()  # the pool is filled before the fork
 reading, writing = os.pipe()
 child = os.fork()

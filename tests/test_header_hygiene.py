@@ -6,7 +6,7 @@ import pytest
 from mitmproxy import http
 from mitmproxy.proxy.layers.http._hooks import HttpResponseHeadersHook
 
-from sidecar_dispatcher.header_hygiene import strip_hop_by_hop
+from sidecar_dispatcher.proxy.header_hygiene import strip_hop_by_hop
 
 from .flows import Harness, body, make_flow
 

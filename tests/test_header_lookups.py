@@ -11,7 +11,7 @@ import pytest
 from mitmproxy import http
 from mitmproxy.net.http.http1 import read
 
-from sidecar_dispatcher.mitmproxy_internals import header_lookups
+from sidecar_dispatcher._mitmproxy.speed import header_lookups
 
 NAMES = (b"Host", b"host", b"Content-Length", b"content-length", b"Transfer-Encoding",
          b"X-\xc3\xa9", b"X-\xff", b"Connection", b"CONNECTION", b"a", b"A", b"")  # fmt: skip

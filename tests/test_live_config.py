@@ -13,10 +13,10 @@ import pytest
 from mitmproxy.test import taddons
 
 from sidecar_dispatcher import Dispatcher
-from sidecar_dispatcher import live_config as live_config_module
-from sidecar_dispatcher.config import ConfigError, read_config_bytes
-from sidecar_dispatcher.config_file import ConfigFile
-from sidecar_dispatcher.rules import Destination
+from sidecar_dispatcher.config.file import ConfigFile
+from sidecar_dispatcher.config.load import ConfigError, read_config_bytes
+from sidecar_dispatcher.core.model import Destination
+from sidecar_dispatcher.proxy import live_config as live_config_module
 
 OTHER = "key: environment\ndestination: http://other.test\n"
 

@@ -11,13 +11,13 @@ import pytest
 from mitmproxy.test import tflow
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar_dispatcher.metrics import (
+from sidecar_dispatcher.observe.metrics import (
     DURATION_BUCKETS,
     DispatchMetrics,
     multiprocess_exposition,
     multiprocess_ready_workers,
 )
-from sidecar_dispatcher.outcome import upstream_error_kind
+from sidecar_dispatcher.observe.outcome import upstream_error_kind
 from sidecar_dispatcher.testing.loopback import free_port
 
 from .conftest import WriteConfig
@@ -204,7 +204,7 @@ def test_upstream_errors_map_to_short_stable_kinds(message: str, kind: str) -> N
 
 WORKER = """
 import sys
-from sidecar_dispatcher.metrics import DispatchMetrics
+from sidecar_dispatcher.observe.metrics import DispatchMetrics
 metrics = DispatchMetrics()
 for _ in range(int(sys.argv[1])):
     metrics.request_answered("dev", "http://dev", 200, 0.01)

@@ -17,13 +17,15 @@ import pytest
 from mitmproxy import exceptions, http
 from mitmproxy.proxy.layers.http import HttpRequestHook  # type: ignore[attr-defined]
 
-from sidecar_dispatcher import mirror as mirror_module
-from sidecar_dispatcher.config import parse_config
-from sidecar_dispatcher.destinations import parse_destination
-from sidecar_dispatcher.header_list import HeaderList
-from sidecar_dispatcher.metrics import MIRROR_REQUESTS
-from sidecar_dispatcher.mirror import MAX_BODY, MIRROR_METADATA_KEY, Mirror
-from sidecar_dispatcher.mirror_copy import (
+from sidecar_dispatcher.config.destinations import parse_destination
+from sidecar_dispatcher.config.load import parse_config
+from sidecar_dispatcher.core.header_list import HeaderList
+from sidecar_dispatcher.core.model import Destination
+from sidecar_dispatcher.core.resolve import resolve
+from sidecar_dispatcher.observe.metrics import MIRROR_REQUESTS
+from sidecar_dispatcher.proxy import mirror as mirror_module
+from sidecar_dispatcher.proxy.mirror import MAX_BODY, MIRROR_METADATA_KEY, Mirror
+from sidecar_dispatcher.proxy.mirror_copy import (
     MirrorCopy,
     NotHttp,
     mirror_path,
@@ -31,8 +33,6 @@ from sidecar_dispatcher.mirror_copy import (
     status_of,
     tls_context,
 )
-from sidecar_dispatcher.routing import resolve
-from sidecar_dispatcher.rules import Destination
 from sidecar_dispatcher.testing.loopback import free_port
 
 from .conftest import WriteConfig

@@ -24,9 +24,9 @@ from mitmproxy.proxy.layers.http import HttpLayer, HttpStream, _http1
 from mitmproxy.proxy.mode_specs import ReverseMode
 from mitmproxy.test import taddons, tflow
 
-from sidecar_dispatcher import mitmproxy_internals as internals
-from sidecar_dispatcher.addon import Dispatcher
-from sidecar_dispatcher.runner import build_master, lean_addons
+from sidecar_dispatcher import _mitmproxy as internals
+from sidecar_dispatcher.proxy.addon import Dispatcher
+from sidecar_dispatcher.runner.serve import build_master, lean_addons
 from sidecar_dispatcher.testing.loopback import free_port
 
 from .proxy_layers import REQUEST, ClientConnection

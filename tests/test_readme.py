@@ -23,8 +23,8 @@ from mitmproxy.addons import core, termlog
 from mitmproxy.test import taddons
 
 from sidecar_dispatcher import Dispatcher
-from sidecar_dispatcher.cli import make_parser
-from sidecar_dispatcher.runner import lean_addons
+from sidecar_dispatcher.runner.serve import lean_addons
+from sidecar_dispatcher.tools.cli import make_parser
 
 from .conftest import Result, run_command
 

@@ -8,12 +8,12 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import tflow
 
-from sidecar_dispatcher.config import parse_config
-from sidecar_dispatcher.request_edits import HeaderIndex, edited_fields
-from sidecar_dispatcher.router import apply_decision
-from sidecar_dispatcher.routes import HeaderAppend, HeaderEdit, HeaderRemoval
-from sidecar_dispatcher.routing import Decision, resolve
-from sidecar_dispatcher.rules import HeaderPatch
+from sidecar_dispatcher.config.load import parse_config
+from sidecar_dispatcher.core.header_edits import HeaderIndex, edited_fields
+from sidecar_dispatcher.core.matching import HeaderAppend, HeaderEdit, HeaderRemoval
+from sidecar_dispatcher.core.model import HeaderPatch
+from sidecar_dispatcher.core.resolve import Decision, resolve
+from sidecar_dispatcher.proxy.router import apply_decision
 
 # Names that differ only in case, one non-ASCII (mitmproxy lowercases ASCII only), one empty value.
 NAMES = ["X-A", "x-a", "X-B", "dispatched", "Dispatched", "Ünï", "ünï", "Cookie"]

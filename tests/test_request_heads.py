@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from mitmproxy.proxy.layers.http import _http1
 
-from sidecar_dispatcher import mitmproxy_internals as internals
-from sidecar_dispatcher.request_heads import RequestHeadLimits, head_problem
+from sidecar_dispatcher import _mitmproxy as internals
+from sidecar_dispatcher.core.request_heads import RequestHeadLimits, head_problem
 
 LIMITS = RequestHeadLimits(request_line=100, header_line=50, head=200)
 

@@ -7,11 +7,11 @@ from collections import Counter
 
 import pytest
 
-from sidecar_dispatcher.config import ConfigError, parse_config
-from sidecar_dispatcher.header_list import HeaderList
-from sidecar_dispatcher.routes import HeaderAppend, HeaderRemoval, Unmatched
-from sidecar_dispatcher.routing import Decision, resolve
-from sidecar_dispatcher.rules import HeaderPatch, RuleSet
+from sidecar_dispatcher.config.load import ConfigError, parse_config
+from sidecar_dispatcher.core.header_list import HeaderList
+from sidecar_dispatcher.core.matching import HeaderAppend, HeaderRemoval, Unmatched
+from sidecar_dispatcher.core.model import HeaderPatch, RuleSet
+from sidecar_dispatcher.core.resolve import Decision, resolve
 
 CONFIG = """
 key: environment

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar_dispatcher.config import parse_config
-from sidecar_dispatcher.destinations import parse_destination
-from sidecar_dispatcher.header_list import HeaderList
-from sidecar_dispatcher.routing import AmbiguousRequest, Decision, forwarded_for, resolve
-from sidecar_dispatcher.rules import HeaderPatch
+from sidecar_dispatcher.config.destinations import parse_destination
+from sidecar_dispatcher.config.load import parse_config
+from sidecar_dispatcher.core.header_list import HeaderList
+from sidecar_dispatcher.core.model import HeaderPatch
+from sidecar_dispatcher.core.resolve import AmbiguousRequest, Decision, forwarded_for, resolve
 from sidecar_dispatcher.testing.configs import dispatch_config
 
 # dev: Host and dispatched patched, to dev.test:8080/base; qa: dispatched, to the default

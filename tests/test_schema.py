@@ -16,12 +16,12 @@ import jsonschema
 import pytest
 import yaml
 
-from sidecar_dispatcher.config import ConfigError, load_config
+from sidecar_dispatcher.config.load import ConfigError, load_config
 
 from .bad_configs import CATALOGUE, BadConfig
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-SCHEMA_PATH = REPOSITORY / "addons" / "sidecar_dispatcher" / "config.schema.json"
+SCHEMA_PATH = REPOSITORY / "addons" / "sidecar_dispatcher" / "config" / "schema.json"
 SKIPPED_FOLDERS = {".venv", ".git", "fixtures", "node_modules"}
 
 # Bad configs the schema accepts: what it cannot express, by fixture.

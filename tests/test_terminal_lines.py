@@ -13,8 +13,8 @@ from mitmproxy import log
 from mitmproxy.addons import termlog
 from mitmproxy.test import tflow
 
-from sidecar_dispatcher import access_log
-from sidecar_dispatcher.mitmproxy_internals import terminal_lines
+from sidecar_dispatcher._mitmproxy.speed import terminal_lines
+from sidecar_dispatcher.observe import access_log
 
 MESSAGE = "dev → http://dev:8080 (environment: dev) GET /a%20b?x=%s patched=[Host] 200 3.1ms"
 TIME = r"\[\d\d:\d\d:\d\d\.\d\d\d\] "

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sidecar_dispatcher.config import parse_config
-from sidecar_dispatcher.rules import Destination, HeaderPatch, RuleSet
+from sidecar_dispatcher.config.load import parse_config
+from sidecar_dispatcher.core.model import Destination, HeaderPatch, RuleSet
 from sidecar_dispatcher.testing.configs import Rewrite, config_text, dispatch_config
 
 

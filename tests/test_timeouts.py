@@ -18,17 +18,17 @@ from mitmproxy.test import taddons, tflow
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar_dispatcher import Dispatcher
-from sidecar_dispatcher import mitmproxy_internals as internals
-from sidecar_dispatcher.access_log import text_line
-from sidecar_dispatcher.outcome import TIMED_OUT_KEY, Outcome
-from sidecar_dispatcher.testing.loopback import free_port
-from sidecar_dispatcher.timeouts import (
+from sidecar_dispatcher import _mitmproxy as internals
+from sidecar_dispatcher.observe.access_log import text_line
+from sidecar_dispatcher.observe.outcome import TIMED_OUT_KEY, Outcome
+from sidecar_dispatcher.proxy.timeouts import (
     RETRY_SECONDS,
     RETRY_SECONDS_AT_MOST,
     UpstreamTimeouts,
     overdue_answer,
     parse_timeout,
 )
+from sidecar_dispatcher.testing.loopback import free_port
 
 from .conftest import WriteConfig
 from .flows import CONFIG, Harness, HttpErrorHook, HttpResponseHook, make_flow
@@ -196,7 +196,7 @@ def test_the_answer_to_head_has_no_body(harness: Harness) -> None:
 
 
 class Injected:
-    """Stands in for mitmproxy_internals.inject_overdue: keeps the events, replies as told."""
+    """Stands in for _mitmproxy.inject_overdue: keeps the events, replies as told."""
 
     def __init__(self, *replies: Delivery) -> None:
         self.events: list[internals.ResponseHeadersOverdue] = []
@@ -222,7 +222,7 @@ def test_expiry_hands_the_answer_to_the_flows_connection_and_logs_where_it_went(
     monkeypatch.setattr(internals, "inject_overdue", injected)
     timeouts = clock_of(routed.dispatcher)
     flow = requested(routed, ("x-tenant", "eu-1"))
-    with caplog.at_level(logging.WARNING, logger="sidecar_dispatcher.timeouts"):
+    with caplog.at_level(logging.WARNING, logger="sidecar_dispatcher.proxy.timeouts"):
         expire(timeouts, flow)
     (event,) = injected.events
     assert event.flow is flow
@@ -349,7 +349,7 @@ def test_missing_internals_turn_the_timeout_off_with_an_error_that_stops_mitmdum
         harness = Harness(tctx, dispatcher)
         requested(harness, ("environment", "dev"))
         assert clock_of(dispatcher).clocks == {}
-    (record,) = [r for r in caplog.records if r.name == "sidecar_dispatcher.timeouts"]
+    (record,) = [r for r in caplog.records if r.name == "sidecar_dispatcher.proxy.timeouts"]
     assert record.levelno == logging.ERROR  # mitmproxy's errorcheck exits at start-up on it
     assert "lacks internals the upstream timeout relies on" in record.getMessage()
     assert "  - Example.internal: it is gone" in record.getMessage()

@@ -1,6 +1,6 @@
 """A destination that misbehaves, met by mitmproxy's own HTTP layers with the sidecar's fixes.
 
-Each fix lives in `mitmproxy_internals` (informational.py, error_pages.py, stale_retry.py); each
+Each fix lives in `_mitmproxy` (informational.py, error_pages.py, stale_retry.py); each
 test here drives mitmproxy's real layers (tests/proxy_layers.py) with the fix in and, where the
 fix exists because of it, shows stock mitmproxy's behaviour too. The same cases run end to end
 against real processes in tests/integration/test_broken_upstreams.py.
@@ -12,7 +12,7 @@ import pytest
 from mitmproxy.proxy import events
 from mitmproxy.proxy.layers.http import HttpLayer, HttpStream, _base, _http1, _http2, _http3
 
-from sidecar_dispatcher import mitmproxy_internals as internals
+from sidecar_dispatcher import _mitmproxy as internals
 
 from .proxy_layers import ClientConnection
 

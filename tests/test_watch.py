@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar_dispatcher import watch
-from sidecar_dispatcher.watch import FileWatcher
+from sidecar_dispatcher.config import watch
+from sidecar_dispatcher.config.watch import FileWatcher
 
 SETTLE = 0.1
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import sidecar_dispatcher.router as router_module
+import sidecar_dispatcher.proxy.router as router_module
 from sidecar_dispatcher import Dispatcher
-from sidecar_dispatcher.routing import Decision, HeaderLookup, resolve
-from sidecar_dispatcher.rules import RuleSet
+from sidecar_dispatcher.core.model import RuleSet
+from sidecar_dispatcher.core.resolve import Decision, HeaderLookup, resolve
 
 
 def exploding_resolve(rule_set: RuleSet, headers: HeaderLookup, **kwargs: Any) -> Decision:

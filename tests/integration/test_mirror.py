@@ -20,7 +20,7 @@ import pytest
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar_dispatcher.mirror import MAX_BODY, TIMEOUT
+from sidecar_dispatcher.proxy.mirror import MAX_BODY, TIMEOUT
 from sidecar_dispatcher.testing.loopback import Response
 
 from .conftest import SaveConfig

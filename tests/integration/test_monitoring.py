@@ -26,9 +26,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar_dispatcher.testing.loopback import (
-    START_TIMEOUT,
-)
+from sidecar_dispatcher.testing.loopback import START_TIMEOUT
 
 from .processes import REPOSITORY, PrometheusServer, Sidecar, Upstream, require_program
 

@@ -76,7 +76,7 @@ def test_pip_install_builds_an_importable_package(tmp_path: Path) -> None:
         stdin=subprocess.DEVNULL,
     )
     probe = (
-        "import sidecar_dispatcher, sidecar_dispatcher.config as c; "
+        "import sidecar_dispatcher, sidecar_dispatcher.config.load as c; "
         "from sidecar_dispatcher import Dispatcher; "
         "print(sidecar_dispatcher.__file__); print(Dispatcher.__name__)"
     )

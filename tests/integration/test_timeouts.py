@@ -25,10 +25,10 @@ import httpx
 import pytest
 from mitmproxy import master
 
-from sidecar_dispatcher.addon import Dispatcher
-from sidecar_dispatcher.runner import build_master
+from sidecar_dispatcher.proxy.addon import Dispatcher
+from sidecar_dispatcher.proxy.timeouts import UpstreamTimeouts
+from sidecar_dispatcher.runner.serve import build_master
 from sidecar_dispatcher.testing.loopback import accepts, free_port, send
-from sidecar_dispatcher.timeouts import UpstreamTimeouts
 
 from .conftest import SaveConfig
 from .processes import Sidecar, Started, Upstream, binary_payload

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar_dispatcher.cpu_budget import cpu_budget
+from sidecar_dispatcher.runner.cpu_budget import cpu_budget
 
 from .processes import Sidecar, Upstream, require_program
 

@@ -1,0 +1,266 @@
+"""Decide where one request goes and which headers change: a pure function of the rule set.
+
+    decision = resolve(rules, request.headers, client_ip="10.0.0.7", path="/x", keep_host=False)
+
+The config's `routes` are tried first, in order (the first whose match holds wins), then the
+`rewrites` by the key header's exact value (a dictionary look-up), then `unmatched` if the
+config has it, else the default destination. `resolve` reads headers through anything with
+`get_all(name)` and `items(multi=True)` (mitmproxy's `Headers`, or `HeaderList`) and returns a
+`Decision`: a value that can be applied to a flow or a header list (`apply_headers`), logged,
+stored in flow metadata and compared in tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .matching import (
+    Chooser,
+    HeaderAppend,
+    HeaderEdit,
+    HeaderRemoval,
+    RequestView,
+    Route,
+    Unmatched,
+)
+from .model import Destination, HeaderPatch, RuleSet
+
+FORWARDED_FOR = "X-Forwarded-For"
+
+METADATA_KEY = "dispatcher"  # flow.metadata[METADATA_KEY] holds Decision.as_metadata()
+DEFAULT_LABEL = "default"  # how the default destination is named in logs, comments, metrics
+UNMATCHED_LABEL = "unmatched"  # ... and the `unmatched` answer
+
+
+def label_for(rule: str | None) -> str:
+    """The name a decision goes by: its rule, or "default" when no rule matched."""
+    return rule if rule is not None else DEFAULT_LABEL
+
+
+class HeaderLookup(Protocol):
+    def get_all(self, name: str) -> list[str]: ...
+
+    def items(self, multi: bool = ...) -> Iterable[tuple[str, str]]: ...
+
+
+class EditableHeaders(Protocol):
+    def set(self, name: str, value: str) -> None:
+        """Give header `name` exactly this one value, replacing every value it had."""
+
+    def add(self, name: str, value: str) -> None:
+        """Add a field, keeping those of the same name."""
+
+    def remove(self, name: str) -> None:
+        """Drop every field of that name."""
+
+
+class AmbiguousRequest(ValueError):
+    """The request names more than one rule; guessing could send it to the wrong place."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    rule: str | None  # None: the default destination, or the `unmatched` answer
+    reason: str
+    destination: Destination | None  # None: answered by the sidecar (`answer`)
+    path: str  # the path (and query) sent upstream
+    headers: tuple[HeaderEdit, ...]  # applied in this order; a later one wins
+    response_headers: tuple[HeaderPatch | HeaderRemoval, ...] = ()
+    timeout: float | None = None  # seconds until the response headers must arrive
+    mirror: Destination | None = None  # where a copy of this request goes
+    answer: Unmatched | None = None  # the sidecar's own answer, sent nowhere
+    split_member: int | None = None  # with a split: the index of the member chosen
+    split_sticky: bool = False  # ... chosen by the sticky header's value, not drawn
+
+    @property
+    def dispatched(self) -> bool:
+        return self.rule is not None
+
+    @property
+    def label(self) -> str:
+        if self.answer is not None:
+            return UNMATCHED_LABEL
+        return label_for(self.rule)
+
+    @property
+    def patched_names(self) -> tuple[str, ...]:
+        """The request headers edited: `Name` set, `+Name` appended to, `-Name` removed."""
+        names = []
+        for edit in self.headers:
+            if isinstance(edit, HeaderRemoval):
+                names.append(f"-{edit.name}")
+            elif isinstance(edit, HeaderAppend):
+                names.append(f"+{edit.name}")
+            else:
+                names.append(edit.name)
+        return tuple(dict.fromkeys(names))
+
+    def apply_headers(self, headers: EditableHeaders) -> None:
+        """Edit the headers in order, so that a later edit wins (a Host patch last)."""
+        for edit in self.headers:
+            if isinstance(edit, HeaderPatch):
+                headers.set(edit.name, edit.value)
+            elif isinstance(edit, HeaderAppend):
+                headers.add(edit.name, edit.value)
+            else:
+                headers.remove(edit.name)
+
+    def describe(self) -> str:
+        """The flow comment shown in mitmweb: `dev → http://example.com`."""
+        if self.answer is not None:
+            return f"{self.label} → {self.answer.status} from the sidecar"
+        return f"{self.label} → {self.destination}"
+
+    def as_metadata(self) -> dict[str, object]:
+        return {
+            "rule": self.rule,
+            "label": self.label,
+            "reason": self.reason,
+            "destination": self.destination.url if self.destination else None,
+            "path": self.path,
+            "headers_set": {e.name: e.value for e in self.headers if isinstance(e, HeaderPatch)},
+            "patched": list(self.patched_names),
+            "response_headers": [
+                ["set", e.name, e.value] if isinstance(e, HeaderPatch) else ["remove", e.name, ""]
+                for e in self.response_headers
+            ],
+            "timeout": self.timeout,
+            "mirror": self.mirror.url if self.mirror else None,
+            "answer": {"status": self.answer.status} if self.answer else None,
+        }
+
+
+def resolve(
+    rule_set: RuleSet,
+    headers: HeaderLookup,
+    *,
+    client_ip: str | None,
+    path: str,
+    keep_host: bool,
+    method: str = "GET",
+    chooser: Chooser = random.random,
+) -> Decision:
+    """Pick the route or rule for a request and compute every header the upstream gets."""
+    if rule_set.routes:  # the seed's configs have none: their path stays a look-up
+        view = RequestView.of(headers.items(multi=True), method, path)
+        for route in rule_set.routes:
+            if route.match.matches(view):
+                return _routed(
+                    rule_set,
+                    route,
+                    view,
+                    headers=headers,
+                    client_ip=client_ip,
+                    path=path,
+                    keep_host=keep_host,
+                    chooser=chooser,
+                )
+    rule_name, reason = _select(rule_set, headers)
+    rule = rule_set.rewrites[rule_name] if rule_name is not None else None
+    if rule is None and rule_set.unmatched is not None:
+        return Decision(None, reason, None, path, (), answer=rule_set.unmatched)
+    destination = (rule.destination if rule else None) or rule_set.default
+    assert destination is not None  # the config reader refuses a rule with nowhere to go
+    edits = _forwarding(destination, headers, client_ip, keep_host)
+    if rule:
+        edits.extend(rule.patches)  # last, so that a Host patch wins
+    return Decision(
+        rule=rule_name,
+        reason=reason,
+        destination=destination,
+        path=destination.upstream_path(path),
+        headers=tuple(edits),
+    )
+
+
+def _routed(
+    rule_set: RuleSet,
+    route: Route,
+    view: RequestView,
+    *,
+    headers: HeaderLookup,
+    client_ip: str | None,
+    path: str,
+    keep_host: bool,
+    chooser: Chooser,
+) -> Decision:
+    reason = f"route {route.name} matched"
+    destination = route.destination or rule_set.default
+    index = None
+    sticky = False
+    if route.split is not None:
+        split = route.split
+        value = view.headers.get(split.sticky) if split.sticky else None
+        sticky = value is not None
+        point = (
+            stable_hash(value) % split.total if value is not None else int(chooser() * split.total)
+        )
+        index = split.pick(point)
+        destination = split.members[index].destination
+        how = f"sticky on {split.sticky}" if sticky else "by weight"
+        reason += f", split member {index + 1} of {len(split.members)} ({how})"
+    assert destination is not None  # the config reader refuses a route with nowhere to go
+    if route.rewrite_prefix is not None and route.match.path is not None:
+        path = route.rewrite_prefix + path[len(route.match.path.value) :]
+    edits = _forwarding(destination, headers, client_ip, keep_host)
+    edits.extend(route.request_headers)  # removals, patches, appends: after Host and XFF
+    mirror = None
+    if route.mirror is not None and chooser() * 100 < route.mirror.percent:
+        mirror = route.mirror.destination
+    return Decision(
+        rule=route.name,
+        reason=reason,
+        destination=destination,
+        path=destination.upstream_path(path),
+        headers=tuple(edits),
+        response_headers=route.response_headers,
+        timeout=route.timeout,
+        mirror=mirror,
+        split_member=index,
+        split_sticky=sticky,
+    )
+
+
+def _forwarding(
+    destination: Destination, headers: HeaderLookup, client_ip: str | None, keep_host: bool
+) -> list[HeaderEdit]:
+    """Host (unless kept) and X-Forwarded-For: what every forwarded request gets first."""
+    edits: list[HeaderEdit] = []
+    if not keep_host:
+        edits.append(HeaderPatch("Host", destination.authority))
+    if client_ip:
+        edits.append(HeaderPatch(FORWARDED_FOR, forwarded_for(headers, client_ip)))
+    return edits
+
+
+def stable_hash(value: str) -> int:
+    """The same number for the same value in every process and run (unlike hash())."""
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "big")
+
+
+def _select(rule_set: RuleSet, headers: HeaderLookup) -> tuple[str | None, str]:
+    key = rule_set.key
+    # Only spaces and tabs around a value are optional whitespace (RFC 9110 §5.6.3): a value
+    # with any other leading character (NBSP, U+3000, a control) names no rule.
+    values = {value.strip(" \t") for value in headers.get_all(key)}
+    if not values:
+        return None, f"no {key} header"
+    if len(values) > 1:
+        listed = ", ".join(sorted(repr(value) for value in values))
+        raise AmbiguousRequest(f"conflicting {key} headers: {listed}")
+    (value,) = values
+    if value in rule_set.rewrites:
+        return value, f"{key}: {value}"
+    return None, f"no rule for {key}: {value}"
+
+
+def forwarded_for(headers: HeaderLookup, client_ip: str) -> str:
+    """The X-Forwarded-For value with the client appended, as the Go version did."""
+    if client_ip.startswith("::ffff:") and "." in client_ip:
+        client_ip = client_ip.removeprefix("::ffff:")  # an IPv4 client on a dual-stack socket
+    existing = [value.strip() for value in headers.get_all(FORWARDED_FOR) if value.strip()]
+    return ", ".join([*existing, client_ip])
