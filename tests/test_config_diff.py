@@ -14,10 +14,10 @@ from mitmproxy.io import FlowWriter
 from mitmproxy.test import taddons
 
 from sidecar_dispatcher.config.load import load_config
+from sidecar_dispatcher.core.recording import RecordedRequest
 from sidecar_dispatcher.testing.configs import TOKEN, Rewrite, config_text, dispatch_config
 from sidecar_dispatcher.tools.cli import make_parser
 from sidecar_dispatcher.tools.diff import DiffReport, compare
-from sidecar_dispatcher.tools.recorded import RecordedRequest
 
 from .conftest import WriteConfig, run_command
 from .flows import Harness, answer, make_flow

@@ -12,14 +12,10 @@ from mitmproxy.addons import save
 from mitmproxy.io import FlowReader, FlowWriter, tnetstring
 from mitmproxy.test import tflow
 
-from sidecar_dispatcher.core.resolve import METADATA_KEY
+from sidecar_dispatcher.core.decision import METADATA_KEY
+from sidecar_dispatcher.core.recording import CLIENT_REQUEST_KEY, RecordedRequest, RecordingError
 from sidecar_dispatcher.runner.serve import build_master, recording_addons
-from sidecar_dispatcher.tools.recorded import (
-    CLIENT_REQUEST_KEY,
-    RecordedRequest,
-    RecordingError,
-    read_requests,
-)
+from sidecar_dispatcher.tools.recorded import read_requests
 
 from .flows import Harness, answer, make_flow
 

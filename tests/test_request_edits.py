@@ -9,10 +9,10 @@ from mitmproxy import http
 from mitmproxy.test import tflow
 
 from sidecar_dispatcher.config.load import parse_config
+from sidecar_dispatcher.core.decision import Decision
 from sidecar_dispatcher.core.header_edits import HeaderIndex, edited_fields
-from sidecar_dispatcher.core.matching import HeaderAppend, HeaderEdit, HeaderRemoval
-from sidecar_dispatcher.core.model import HeaderPatch
-from sidecar_dispatcher.core.resolve import Decision, resolve
+from sidecar_dispatcher.core.model import HeaderAppend, HeaderEdit, HeaderPatch, HeaderRemoval
+from sidecar_dispatcher.core.resolve import resolve
 from sidecar_dispatcher.proxy.router import apply_decision
 
 # Names that differ only in case, one non-ASCII (mitmproxy lowercases ASCII only), one empty value.

@@ -8,10 +8,16 @@ from collections import Counter
 import pytest
 
 from sidecar_dispatcher.config.load import ConfigError, parse_config
+from sidecar_dispatcher.core.decision import Decision
 from sidecar_dispatcher.core.header_list import HeaderList
-from sidecar_dispatcher.core.matching import HeaderAppend, HeaderRemoval, Unmatched
-from sidecar_dispatcher.core.model import HeaderPatch, RuleSet
-from sidecar_dispatcher.core.resolve import Decision, resolve
+from sidecar_dispatcher.core.model import (
+    HeaderAppend,
+    HeaderPatch,
+    HeaderRemoval,
+    RuleSet,
+    Unmatched,
+)
+from sidecar_dispatcher.core.resolve import resolve
 
 CONFIG = """
 key: environment

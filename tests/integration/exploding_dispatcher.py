@@ -10,8 +10,9 @@ from typing import Any
 
 import sidecar_dispatcher.proxy.router as router_module
 from sidecar_dispatcher import Dispatcher
+from sidecar_dispatcher.core.decision import Decision
 from sidecar_dispatcher.core.model import RuleSet
-from sidecar_dispatcher.core.resolve import Decision, HeaderLookup, resolve
+from sidecar_dispatcher.core.resolve import HeaderLookup, resolve
 
 
 def exploding_resolve(rule_set: RuleSet, headers: HeaderLookup, **kwargs: Any) -> Decision:

@@ -22,7 +22,6 @@ __all__ = [
     "MAX_CONFIG_BYTES",
     "ConfigError",
     "Problem",
-    "default_config_path",
     "load_config",
     "parse_config",
     "parse_config_bytes",
@@ -36,11 +35,6 @@ try:  # libyaml's composer is several times faster; both keep line and column ma
     _Loader: type = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _Loader = yaml.SafeLoader
-
-
-def default_config_path() -> str:
-    """Where the config is read from unless told otherwise: $SIDECAR_CONFIG, else config.yaml."""
-    return os.environ.get("SIDECAR_CONFIG") or "config.yaml"
 
 
 def load_config(path: str | os.PathLike[str]) -> RuleSet:

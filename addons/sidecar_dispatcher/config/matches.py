@@ -8,7 +8,7 @@ from __future__ import annotations
 import yaml
 
 from ..core.matching import HeaderCondition, Match, PathCondition, Pattern, compile_regex
-from .reader import ConfigReader
+from .walker import ConfigReader
 from .yaml_nodes import TAG, is_null
 
 MATCH_KEYS = ("headers", "path", "methods")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 
-from .reader import ConfigReader
+from .walker import ConfigReader
 from .yaml_nodes import TAG
 
 # YAML's own reading of a number (0x10, 0o17, 1_000, YAML 1.1's 010 = 8), as the schema and

@@ -11,21 +11,23 @@ from __future__ import annotations
 import yaml
 
 from ..core.header_syntax import FRAMING_HEADERS
-from ..core.matching import (
+from ..core.matching import Match
+from ..core.model import (
+    Destination,
     HeaderAppend,
     HeaderEdit,
+    HeaderPatch,
     HeaderRemoval,
-    Match,
     Mirror,
     Route,
+    Rule,
     Split,
     SplitMember,
     Unmatched,
 )
-from ..core.model import Destination, HeaderPatch, Rule
 from .matches import MatchReader
 from .numbers import number, whole_number
-from .reader import ConfigReader
+from .walker import ConfigReader
 from .yaml_nodes import is_null
 
 ROUTE_KEYS = (

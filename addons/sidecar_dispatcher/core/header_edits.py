@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from .matching import HeaderAppend, HeaderEdit, HeaderRemoval
+from .model import HeaderAppend, HeaderEdit, HeaderRemoval
 
 Fields = tuple[tuple[bytes, bytes], ...]
 _ENCODING, _ERRORS = "utf-8", "surrogateescape"  # mitmproxy's, for header text

@@ -1,7 +1,7 @@
-"""Routes: the config's ordered `routes`, matched on headers, path and method before `rewrites`.
+"""What a route matches: header, path and method conditions, read off a `RequestView`.
 
-    route = Route(name="canary", match=Match(headers=(HeaderCondition.exact("x-user", "alice"),)))
-    route.match.matches(RequestView.of(headers, method="GET", path="/api/x"))   # True or False
+    match = Match(headers=(HeaderCondition.exact("x-user", "alice"),))
+    match.matches(RequestView.of(headers, method="GET", path="/api/x"))   # True or False
 
 Every value here is immutable and built once, when the config is read; regexes are compiled
 then with RE2 (linear time, whatever a client sends). Nothing here imports mitmproxy.
@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import re2
-
-from .model import Destination, HeaderPatch
 
 # RE2 reports a bad pattern by raising; without this it also prints it on standard error.
 _RE2_OPTIONS = re2.Options()
@@ -36,27 +34,6 @@ def compile_regex(pattern: str) -> Pattern:
         reason = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
         raise ValueError(f"{pattern!r} is not an RE2 regular expression: {reason}") from None
     return compiled
-
-
-# --- header edits beyond `patch` (HeaderPatch, in core/model.py, sets a header)
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderAppend:
-    """Add a value to header `name`, keeping the values it has."""
-
-    name: str
-    value: str
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderRemoval:
-    """Drop every value of header `name`."""
-
-    name: str
-
-
-HeaderEdit = HeaderPatch | HeaderAppend | HeaderRemoval
 
 
 # --- what a route matches
@@ -174,63 +151,3 @@ class Match:
             if not condition.holds(request.headers):
                 failed.append(f"{condition.describe()} does not hold")
         return failed
-
-
-# --- where a route sends
-
-
-@dataclass(frozen=True, slots=True)
-class SplitMember:
-    destination: Destination
-    weight: int  # a positive integer
-
-
-@dataclass(frozen=True, slots=True)
-class Split:
-    """A weighted choice of destinations; with `sticky`, one header's value always picks the
-    same member (and values spread over members by weight)."""
-
-    members: tuple[SplitMember, ...]
-    sticky: str | None = None  # lowercase header name
-
-    @property
-    def total(self) -> int:
-        return sum(member.weight for member in self.members)
-
-    def pick(self, point: int) -> int:
-        """The member whose share of [0, total) holds `point`."""
-        for index, member in enumerate(self.members):
-            if point < member.weight:
-                return index
-            point -= member.weight
-        return len(self.members) - 1
-
-
-@dataclass(frozen=True, slots=True)
-class Mirror:
-    destination: Destination
-    percent: float  # of the route's requests copied, 0 < percent <= 100
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    name: str
-    match: Match = Match()
-    destination: Destination | None = None  # None and no split: the default destination
-    split: Split | None = None
-    request_headers: tuple[HeaderEdit, ...] = ()  # removals, then patches, then appends
-    response_headers: tuple[HeaderPatch | HeaderRemoval, ...] = ()
-    rewrite_prefix: str | None = None  # replaces match.path's prefix
-    timeout: float | None = None  # seconds until the response headers must arrive
-    mirror: Mirror | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Unmatched:
-    """The sidecar's own answer to a request no route or rewrite matched."""
-
-    status: int = 404
-    body: str = ""
-
-
-Chooser = Callable[[], float]  # a number in [0, 1): random.random, or a fixed one in tests

@@ -1,17 +1,18 @@
-"""The immutable rule set a config file turns into.
+"""The immutable rule set a config file turns into: rules, routes, destinations, header edits.
 
-Nothing here imports mitmproxy: these values are built by `config.parse_config`,
-read by `routing.resolve`, and can be printed, compared and tested on their own.
+    rules = RuleSet(key="environment", default=Destination("http", "app", 8080), rewrites={})
+
+Nothing here imports mitmproxy: these values are built by `config.load.parse_config`, read by
+`core.resolve.resolve`, and can be printed, compared and tested on their own. A route's `match`
+is a `core.matching.Match`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
-if TYPE_CHECKING:
-    from .matching import Route, Unmatched
+from .matching import Match
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,84 @@ class HeaderPatch:
     value: str
 
 
+# --- header edits beyond `patch` (HeaderPatch, above, sets a header)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderAppend:
+    """Add a value to header `name`, keeping the values it has."""
+
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRemoval:
+    """Drop every value of header `name`."""
+
+    name: str
+
+
+HeaderEdit = HeaderPatch | HeaderAppend | HeaderRemoval
+
+
+# --- where a route sends
+
+
+@dataclass(frozen=True, slots=True)
+class SplitMember:
+    destination: Destination
+    weight: int  # a positive integer
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A weighted choice of destinations; with `sticky`, one header's value always picks the
+    same member (and values spread over members by weight)."""
+
+    members: tuple[SplitMember, ...]
+    sticky: str | None = None  # lowercase header name
+
+    @property
+    def total(self) -> int:
+        return sum(member.weight for member in self.members)
+
+    def pick(self, point: int) -> int:
+        """The member whose share of [0, total) holds `point`."""
+        for index, member in enumerate(self.members):
+            if point < member.weight:
+                return index
+            point -= member.weight
+        return len(self.members) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Mirror:
+    destination: Destination
+    percent: float  # of the route's requests copied, 0 < percent <= 100
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    match: Match = field(default_factory=Match)  # Match() holds for every request
+    destination: Destination | None = None  # None and no split: the default destination
+    split: Split | None = None
+    request_headers: tuple[HeaderEdit, ...] = ()  # removals, then patches, then appends
+    response_headers: tuple[HeaderPatch | HeaderRemoval, ...] = ()
+    rewrite_prefix: str | None = None  # replaces match.path's prefix
+    timeout: float | None = None  # seconds until the response headers must arrive
+    mirror: Mirror | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unmatched:
+    """The sidecar's own answer to a request no route or rewrite matched."""
+
+    status: int = 404
+    body: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     """What to do with a request whose key header has the value `name`."""
@@ -89,3 +168,6 @@ class RuleSet:
         names = ", ".join([*(route.name for route in self.routes), *self.rewrites]) or "none"
         default = self.default if self.default is not None else "unmatched"
         return f"key={self.key} default={default} rules=[{names}]"
+
+
+Chooser = Callable[[], float]  # a number in [0, 1): random.random, or a fixed one in tests

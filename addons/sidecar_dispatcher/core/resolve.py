@@ -15,30 +15,20 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Protocol
 
-from .matching import (
+from .decision import Decision
+from .matching import RequestView
+from .model import (
     Chooser,
-    HeaderAppend,
+    Destination,
     HeaderEdit,
-    HeaderRemoval,
-    RequestView,
+    HeaderPatch,
     Route,
-    Unmatched,
+    RuleSet,
 )
-from .model import Destination, HeaderPatch, RuleSet
 
 FORWARDED_FOR = "X-Forwarded-For"
-
-METADATA_KEY = "dispatcher"  # flow.metadata[METADATA_KEY] holds Decision.as_metadata()
-DEFAULT_LABEL = "default"  # how the default destination is named in logs, comments, metrics
-UNMATCHED_LABEL = "unmatched"  # ... and the `unmatched` answer
-
-
-def label_for(rule: str | None) -> str:
-    """The name a decision goes by: its rule, or "default" when no rule matched."""
-    return rule if rule is not None else DEFAULT_LABEL
 
 
 class HeaderLookup(Protocol):
@@ -47,91 +37,8 @@ class HeaderLookup(Protocol):
     def items(self, multi: bool = ...) -> Iterable[tuple[str, str]]: ...
 
 
-class EditableHeaders(Protocol):
-    def set(self, name: str, value: str) -> None:
-        """Give header `name` exactly this one value, replacing every value it had."""
-
-    def add(self, name: str, value: str) -> None:
-        """Add a field, keeping those of the same name."""
-
-    def remove(self, name: str) -> None:
-        """Drop every field of that name."""
-
-
 class AmbiguousRequest(ValueError):
     """The request names more than one rule; guessing could send it to the wrong place."""
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    rule: str | None  # None: the default destination, or the `unmatched` answer
-    reason: str
-    destination: Destination | None  # None: answered by the sidecar (`answer`)
-    path: str  # the path (and query) sent upstream
-    headers: tuple[HeaderEdit, ...]  # applied in this order; a later one wins
-    response_headers: tuple[HeaderPatch | HeaderRemoval, ...] = ()
-    timeout: float | None = None  # seconds until the response headers must arrive
-    mirror: Destination | None = None  # where a copy of this request goes
-    answer: Unmatched | None = None  # the sidecar's own answer, sent nowhere
-    split_member: int | None = None  # with a split: the index of the member chosen
-    split_sticky: bool = False  # ... chosen by the sticky header's value, not drawn
-
-    @property
-    def dispatched(self) -> bool:
-        return self.rule is not None
-
-    @property
-    def label(self) -> str:
-        if self.answer is not None:
-            return UNMATCHED_LABEL
-        return label_for(self.rule)
-
-    @property
-    def patched_names(self) -> tuple[str, ...]:
-        """The request headers edited: `Name` set, `+Name` appended to, `-Name` removed."""
-        names = []
-        for edit in self.headers:
-            if isinstance(edit, HeaderRemoval):
-                names.append(f"-{edit.name}")
-            elif isinstance(edit, HeaderAppend):
-                names.append(f"+{edit.name}")
-            else:
-                names.append(edit.name)
-        return tuple(dict.fromkeys(names))
-
-    def apply_headers(self, headers: EditableHeaders) -> None:
-        """Edit the headers in order, so that a later edit wins (a Host patch last)."""
-        for edit in self.headers:
-            if isinstance(edit, HeaderPatch):
-                headers.set(edit.name, edit.value)
-            elif isinstance(edit, HeaderAppend):
-                headers.add(edit.name, edit.value)
-            else:
-                headers.remove(edit.name)
-
-    def describe(self) -> str:
-        """The flow comment shown in mitmweb: `dev → http://example.com`."""
-        if self.answer is not None:
-            return f"{self.label} → {self.answer.status} from the sidecar"
-        return f"{self.label} → {self.destination}"
-
-    def as_metadata(self) -> dict[str, object]:
-        return {
-            "rule": self.rule,
-            "label": self.label,
-            "reason": self.reason,
-            "destination": self.destination.url if self.destination else None,
-            "path": self.path,
-            "headers_set": {e.name: e.value for e in self.headers if isinstance(e, HeaderPatch)},
-            "patched": list(self.patched_names),
-            "response_headers": [
-                ["set", e.name, e.value] if isinstance(e, HeaderPatch) else ["remove", e.name, ""]
-                for e in self.response_headers
-            ],
-            "timeout": self.timeout,
-            "mirror": self.mirror.url if self.mirror else None,
-            "answer": {"status": self.answer.status} if self.answer else None,
-        }
 
 
 def resolve(

@@ -29,13 +29,14 @@ from typing import TextIO
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
+from .. import options
+from ..core.decision import METADATA_KEY
 from ..core.log_safety import printable
-from ..core.resolve import METADATA_KEY
 from .outcome import Outcome
 
-ACCESS_LOG_OPTION = "dispatcher_access_log"
-FORMATS = ("text", "json", "off")
-ENVIRONMENT = "SIDECAR_ACCESS_LOG"
+ACCESS_LOG_OPTION = options.ACCESS_LOG.name
+FORMATS = options.ACCESS_LOG_FORMATS
+ENVIRONMENT = options.ACCESS_LOG_VARIABLE
 
 # The name operators filter on: kept from before the module moved to observe/
 ACCESS_LOGGER = "sidecar_dispatcher.access_log"
@@ -58,15 +59,7 @@ class AccessLog:
         default = os.environ.get(ENVIRONMENT, "").strip().lower() or "text"
         if default not in FORMATS:  # refused in configure(): mitmproxy drops errors from load()
             self._unknown_environment_value, default = default, "text"
-        loader.add_option(
-            name=ACCESS_LOG_OPTION,
-            typespec=str,
-            default=default,
-            choices=FORMATS,
-            help="One line per completed request: text (through mitmproxy's log), json (one "
-            "object per line on standard output) or off. Defaults to $SIDECAR_ACCESS_LOG, "
-            "else text.",
-        )
+        options.ACCESS_LOG.declare(loader, default=default)
 
     def configure(self, updated: set[str]) -> None:
         if self._unknown_environment_value is not None:

@@ -17,6 +17,7 @@ from collections.abc import Coroutine
 from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 
+from .. import options
 from .admin import AdminAddressError, AdminServer, AdminStatus, Readiness, bind_admin_socket
 from .metrics import DispatchMetrics
 from .request_metrics import ADMIN_OPTION
@@ -35,13 +36,7 @@ class AdminEndpoint:
         self._started = False
 
     def load(self, loader: Loader) -> None:
-        loader.add_option(
-            name=ADMIN_OPTION,
-            typespec=str,
-            default="",
-            help="HOST:PORT of the admin listener serving /metrics, /healthz and /readyz "
-            "(empty: none). It never proxies anything.",
-        )
+        options.ADMIN.declare(loader)
 
     def configure(self, updated: set[str]) -> None:
         if ADMIN_OPTION not in updated:

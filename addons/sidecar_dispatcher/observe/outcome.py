@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..core.resolve import METADATA_KEY, label_for
+from ..core.decision import METADATA_KEY, label_for
 
 if TYPE_CHECKING:
     from mitmproxy import http

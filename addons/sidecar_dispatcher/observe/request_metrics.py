@@ -13,15 +13,16 @@ import time
 
 from mitmproxy import ctx, http
 
+from .. import options
+from ..core.decision import DEFAULT_LABEL, UNMATCHED_LABEL
 from ..core.model import RuleSet
-from ..core.resolve import DEFAULT_LABEL, UNMATCHED_LABEL
 from .admin import Readiness
 from .metrics import DispatchMetrics, in_multiprocess_mode
 from .outcome import REFUSED, Outcome
 
 logger = logging.getLogger(__name__)
 
-ADMIN_OPTION = "dispatcher_admin"
+ADMIN_OPTION = options.ADMIN.name
 RESERVED_LABELS = frozenset({DEFAULT_LABEL, REFUSED, UNMATCHED_LABEL})
 
 

@@ -24,18 +24,19 @@ from mitmproxy import command, ctx, exceptions
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 
+from .. import options
 from ..config.file import ConfigFile, ConfigFileMissing
-from ..config.load import ConfigError, default_config_path
+from ..config.load import ConfigError
 from ..config.watch import FileWatcher
 from ..core.model import RuleSet
 
 logger = logging.getLogger(__name__)
 
-CONFIG_OPTION = "dispatcher_config"
+CONFIG_OPTION = options.CONFIG.name
 READ_DEADLINE = 5.0  # seconds a reload may take to read the file before it is given up
 
 ReadOutcome = RuleSet | ConfigError | None  # new rules, why not, or nothing new
-WATCH_OPTION = "dispatcher_watch"
+WATCH_OPTION = options.WATCH.name
 
 
 def _read(config_file: ConfigFile, only_if_changed: bool) -> ReadOutcome:
@@ -73,20 +74,8 @@ class LiveConfig:
         self.watcher: FileWatcher | None = None
 
     def load(self, loader: Loader) -> None:
-        loader.add_option(
-            name=CONFIG_OPTION,
-            typespec=str,
-            default=default_config_path(),
-            help="Path of the dispatcher's YAML config (key, destination, rewrites). "
-            "Defaults to $SIDECAR_CONFIG, else config.yaml.",
-        )
-        loader.add_option(
-            name=WATCH_OPTION,
-            typespec=bool,
-            default=True,
-            help="Reload the dispatcher config when its file changes; an invalid file is "
-            "not applied and the last good config keeps serving.",
-        )
+        options.CONFIG.declare(loader, default=options.default_config_path())
+        options.WATCH.declare(loader)
 
     def configure(self, updated: set[str]) -> None:
         if CONFIG_OPTION in updated:

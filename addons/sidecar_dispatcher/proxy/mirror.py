@@ -22,17 +22,18 @@ import time
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
+from .. import options
 from ..config.destinations import parse_destination
+from ..core.decision import METADATA_KEY, label_for
 from ..core.log_safety import printable
 from ..core.model import Destination
-from ..core.resolve import METADATA_KEY, label_for
 from ..observe.request_metrics import RequestMetrics
 from .mirror_copy import MirrorCopy, mirror_path, send, tls_context
 
 logger = logging.getLogger(__name__)
 
-CONCURRENCY_OPTION = "dispatcher_mirror_concurrency"
-DEFAULT_CONCURRENCY = 32
+CONCURRENCY_OPTION = options.MIRROR_CONCURRENCY.name
+DEFAULT_CONCURRENCY = options.MIRROR_CONCURRENCY.default
 MAX_BODY = 1024 * 1024  # bytes: a larger body is not copied (result too_large)
 TIMEOUT = 5.0  # seconds for one copy: connect, TLS, send, the mirror's status line
 TLS_OPTIONS = frozenset(
@@ -58,13 +59,7 @@ class Mirror:
         self._tls: ssl.SSLContext | None = None  # built at the first https copy
 
     def load(self, loader: Loader) -> None:
-        loader.add_option(
-            name=CONCURRENCY_OPTION,
-            typespec=int,
-            default=DEFAULT_CONCURRENCY,
-            help="Copies of requests to route mirrors in flight at most, per process; a copy "
-            "beyond it is dropped and counted. 0 sends none.",
-        )
+        options.MIRROR_CONCURRENCY.declare(loader)
 
     def configure(self, updated: set[str]) -> None:
         if CONCURRENCY_OPTION in updated:

@@ -19,25 +19,13 @@ from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 
 from .. import _mitmproxy as internals
+from .. import options
 from ..core.request_heads import RequestHeadLimits
 
 logger = logging.getLogger(__name__)
 
 DEFAULTS = RequestHeadLimits()
-OPTIONS = {
-    "dispatcher_max_request_line": (
-        DEFAULTS.request_line,
-        "Longest request line (method, URL, version) in bytes; longer gets 414.",
-    ),
-    "dispatcher_max_header_line": (
-        DEFAULTS.header_line,
-        "Longest request header line in bytes; longer gets 431 and the connection closed.",
-    ),
-    "dispatcher_max_request_head": (
-        DEFAULTS.head,
-        "Largest request head (request line and headers) in bytes; larger gets 431.",
-    ),
-}
+OPTIONS = {option.name: option for option in options.REQUEST_HEAD_OPTIONS}
 
 
 class InForce:
@@ -50,8 +38,8 @@ class RequestLimits:
     name = "dispatcher-request-limits"
 
     def load(self, loader: Loader) -> None:
-        for option, (default, help_text) in OPTIONS.items():
-            loader.add_option(name=option, typespec=int, default=default, help=help_text)
+        for option in options.REQUEST_HEAD_OPTIONS:
+            option.declare(loader)
         # Each: what it fixes, its check, its installation (once per process).
         fixes = (
             (
@@ -97,7 +85,7 @@ class RequestLimits:
                     f"{option}={value}: expected a number of bytes from 256 to 1048576"
                 )
         InForce.limits = RequestHeadLimits(
-            request_line=values["dispatcher_max_request_line"],
-            header_line=values["dispatcher_max_header_line"],
-            head=values["dispatcher_max_request_head"],
+            request_line=values[options.MAX_REQUEST_LINE.name],
+            header_line=values[options.MAX_HEADER_LINE.name],
+            head=values[options.MAX_REQUEST_HEAD.name],
         )

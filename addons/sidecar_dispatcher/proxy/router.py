@@ -14,13 +14,13 @@ import traceback
 
 from mitmproxy import ctx, http
 
+from ..core.decision import METADATA_KEY, Decision, label_for
 from ..core.header_edits import HeaderIndex, edited_fields
 from ..core.log_safety import printable
-from ..core.matching import HeaderAppend, HeaderRemoval
-from ..core.model import HeaderPatch
-from ..core.resolve import METADATA_KEY, AmbiguousRequest, Decision, label_for, resolve
+from ..core.model import HeaderAppend, HeaderPatch, HeaderRemoval
+from ..core.recording import CLIENT_REQUEST_KEY, client_request_record
+from ..core.resolve import AmbiguousRequest, resolve
 from ..observe.outcome import refused_by_mitmproxy
-from ..tools.recorded import CLIENT_REQUEST_KEY, client_request_record
 from .live_config import LiveConfig
 
 logger = logging.getLogger(__name__)

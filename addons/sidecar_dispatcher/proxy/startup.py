@@ -15,6 +15,7 @@ import ssl
 
 from mitmproxy import ctx, exceptions
 
+from .. import options
 from .live_config import CONFIG_OPTION
 
 logger = logging.getLogger(__name__)
@@ -47,11 +48,11 @@ class StartupPolicy:
 
 def log_level_from_environment() -> int:
     """SIDECAR_LOGGING_LEVEL as a logging level (INFO when unset); ValueError when unknown."""
-    name = os.environ.get("SIDECAR_LOGGING_LEVEL", "").strip().upper() or "INFO"
+    name = os.environ.get(options.LOGGING_LEVEL_VARIABLE, "").strip().upper() or "INFO"
     level = logging.getLevelNamesMapping().get(name)
     if level is None:
         choices = "DEBUG, INFO, WARNING, ERROR, CRITICAL"
-        raise ValueError(f"SIDECAR_LOGGING_LEVEL={name!r} is not one of {choices}")
+        raise ValueError(f"{options.LOGGING_LEVEL_VARIABLE}={name!r} is not one of {choices}")
     return level
 
 

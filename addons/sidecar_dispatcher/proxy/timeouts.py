@@ -27,15 +27,16 @@ from mitmproxy import ctx, exceptions, http, master
 from mitmproxy.addonmanager import Loader
 
 from .. import _mitmproxy as internals
+from .. import options
 from ..config.routes import MAX_TIMEOUT
-from ..core.resolve import DEFAULT_LABEL, METADATA_KEY
+from ..core.decision import DEFAULT_LABEL, METADATA_KEY
 from ..observe.outcome import TIMED_OUT_KEY, UPSTREAM_TIMEOUT_STATUS
 from .router import error_response
 
 logger = logging.getLogger(__name__)
 
-TIMEOUT_OPTION = "dispatcher_upstream_timeout"
-DEFAULT_TIMEOUT = "60"
+TIMEOUT_OPTION = options.UPSTREAM_TIMEOUT.name
+DEFAULT_TIMEOUT = str(options.UPSTREAM_TIMEOUT.default)
 # While the flow's upstream connection is still being opened (or a hook holds the flow), the
 # answer waits: it is tried again after this long, then twice as long each time, up to a second.
 RETRY_SECONDS = 0.05
@@ -93,14 +94,7 @@ class UpstreamTimeouts:
         self.available = False  # this mitmproxy has what answering needs (checked in load)
 
     def load(self, loader: Loader) -> None:
-        loader.add_option(
-            name=TIMEOUT_OPTION,
-            typespec=str,
-            default=DEFAULT_TIMEOUT,
-            help="Seconds from a complete request until its response headers must arrive, "
-            "else the sidecar answers 504 and resets the request upstream. A route's timeout "
-            "overrides it; 0 turns it off.",
-        )
+        options.UPSTREAM_TIMEOUT.declare(loader)
         self.master = loader.master
         if problems := internals.self_check(loader.master, timeouts_only=True):
             # An error at start-up stops mitmdump, as the runner refuses to start.

@@ -19,24 +19,22 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from ..config.load import ConfigError, default_config_path, load_config
+from .. import options
+from ..config.load import ConfigError, load_config
 from ..observe.admin import AdminAddressError, AdminServer, AdminStatus, bind_admin_socket
 from .cpu_budget import CpuBudget, cpu_budget
 from .workers import WorkerPool, die_with_supervisor
 
-DEFAULT_PORT = 5000
-DEFAULT_ADMIN = "127.0.0.1:9901"
-ADMIN_OPTION = "dispatcher_admin"
+ADMIN_OPTION = options.ADMIN.name
 UNUSED_REVERSE_TARGET = "127.0.0.1:9"  # the discard port
-SHUTDOWN_GRACE = 5.0  # seconds open connections get to finish on SIGTERM, as in the Go version
 
 logger = logging.getLogger(__name__)
 
 
 def listen_port() -> int:
-    text = os.environ.get("SIDECAR_PORT", "").strip() or str(DEFAULT_PORT)
+    text = os.environ.get(options.PORT_VARIABLE, "").strip() or str(options.DEFAULT_PORT)
     if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"SIDECAR_PORT={text!r} is not a port number (1-65535)")
+        raise ValueError(f"{options.PORT_VARIABLE}={text!r} is not a port number (1-65535)")
     return int(text)
 
 
@@ -45,7 +43,7 @@ def admin_address(arguments: Sequence[str]) -> str:
     explicit = [a.partition("=")[2] for a in arguments if a.startswith(f"{ADMIN_OPTION}=")]
     if explicit:
         return explicit[-1].strip()
-    return os.environ.get("SIDECAR_ADMIN", DEFAULT_ADMIN).strip()
+    return os.environ.get(options.ADMIN_VARIABLE, options.DEFAULT_ADMIN).strip()
 
 
 def reverse_mode(config_path: str, port: int) -> str:
@@ -69,8 +67,8 @@ def run(arguments: Sequence[str], workers: int | None, reuse_port: bool) -> int:
     that is one, the process serves itself, as with `--workers 1`.
     """
     config_path = next(
-        (a.partition("=")[2] for a in arguments if a.startswith("dispatcher_config=")),
-        default_config_path(),
+        (a.partition("=")[2] for a in arguments if a.startswith(f"{options.CONFIG.name}=")),
+        options.default_config_path(),
     )
     try:
         port = listen_port()
@@ -88,13 +86,13 @@ def run(arguments: Sequence[str], workers: int | None, reuse_port: bool) -> int:
         return supervise(arguments, count, admin)
     if reuse_port:  # a worker of a supervisor
         die_with_supervisor()
-    if not sys.flags.optimize and os.environ.get("SIDECAR_PYTHON_OPTIMIZE", "1") != "0":
+    if not sys.flags.optimize and os.environ.get(options.OPTIMIZE_VARIABLE, "1") != "0":
         reexec_optimized()  # `auto` is resolved again, and announced, by the new program
     announce(budget)
     from .serve import serve_until_stopped  # noqa: PLC0415 - only a serving process needs it
 
-    options = [f"mode={mode}", *without_admin(arguments), f"{ADMIN_OPTION}={admin}"]
-    return serve_until_stopped(options, reuse_port=reuse_port)
+    set_options = [f"mode={mode}", *without_admin(arguments), f"{ADMIN_OPTION}={admin}"]
+    return serve_until_stopped(set_options, reuse_port=reuse_port)
 
 
 def worker_count(workers: int | None) -> tuple[int, CpuBudget | None]:
@@ -119,7 +117,7 @@ def announce(budget: CpuBudget | None) -> None:
         handler.setFormatter(logging.Formatter("sidecar-dispatcher: %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False  # said once, even after mitmproxy's handler joins the root
-    name = os.environ.get("SIDECAR_LOGGING_LEVEL", "").strip().upper()
+    name = os.environ.get(options.LOGGING_LEVEL_VARIABLE, "").strip().upper()
     logger.setLevel(logging.getLevelNamesMapping().get(name, logging.INFO))
     logger.info("%s", budget.describe())
 
@@ -175,7 +173,7 @@ def _supervise(
     arguments: Sequence[str], workers: int, admin_socket: object, metrics_directory: str
 ) -> int:
     command = [sys.executable, "-m", "sidecar_dispatcher", "run", "--reuse-port"]
-    if os.environ.get("SIDECAR_PYTHON_OPTIMIZE", "1") != "0":
+    if os.environ.get(options.OPTIMIZE_VARIABLE, "1") != "0":
         command.insert(1, "-O")  # see reexec_optimized
     for argument in [*without_admin(arguments), f"{ADMIN_OPTION}="]:  # served by the supervisor
         command += ["--set", argument]
@@ -185,7 +183,7 @@ def _supervise(
         workers,
         environment,
         on_exit=lambda pid: mark_dead(pid, metrics_directory),
-        grace=SHUTDOWN_GRACE + 2,  # each worker drains for SHUTDOWN_GRACE
+        grace=options.SHUTDOWN_GRACE + 2,  # each worker drains for SHUTDOWN_GRACE
     )
     if admin_socket is not None:
         serve_admin(admin_socket, pool, metrics_directory)

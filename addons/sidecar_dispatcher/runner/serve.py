@@ -33,8 +33,8 @@ from mitmproxy.addons import (
 from .. import _mitmproxy as internals
 from ..observe import access_log
 from ..observe.access_log import BatchedOutput
+from ..options import SHUTDOWN_GRACE
 from ..proxy.addon import Dispatcher
-from .run_command import SHUTDOWN_GRACE
 
 logger = logging.getLogger(__name__)
 

@@ -28,13 +28,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
+from .. import options
+
 FIRST_DELAY = 1.0
 MAX_DELAY = 30.0
 STEADY_AFTER = 60.0  # seconds a worker must run before its back-off starts over
 STARTUP_WINDOW = 10.0  # a worker that exits sooner failed to start
 GIVE_UP_AFTER = 5  # start failures in a row, all workers together
 POLL = 0.2
-SUPERVISOR_PID = "SIDECAR_SUPERVISOR_PID"  # in a worker's environment: who it belongs to
+SUPERVISOR_PID = options.SUPERVISOR_PID_VARIABLE
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 

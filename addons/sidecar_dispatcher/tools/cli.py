@@ -19,9 +19,11 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from .. import __version__
-from ..config.load import ConfigError, default_config_path, load_config
+from ..config.load import ConfigError, load_config
 from ..core.header_list import HeaderList, parse_header
+from ..core.recording import RecordingError
 from ..core.resolve import AmbiguousRequest, resolve
+from ..options import default_config_path
 from ..runner.cpu_budget import parse_workers
 from ..runner.run_command import run
 from .descriptions import (
@@ -33,7 +35,7 @@ from .descriptions import (
     route_extras,
 )
 from .diff import DiffReport, compare
-from .recorded import RecordingError, read_requests
+from .recorded import read_requests
 
 
 def validate(path: str, out: TextIO) -> int:

@@ -11,18 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..core.decision import Decision
 from ..core.header_list import HeaderList
-from ..core.matching import (
-    HeaderAppend,
-    HeaderEdit,
-    HeaderRemoval,
-    Match,
-    RequestView,
-    Route,
-    Unmatched,
-)
-from ..core.model import RuleSet
-from ..core.resolve import Decision
+from ..core.matching import Match, RequestView
+from ..core.model import HeaderAppend, HeaderEdit, HeaderRemoval, Route, RuleSet, Unmatched
 
 EVERY_REQUEST = "every request"
 LABEL = 14  # the width of the labels of validate's routes and of explain's lines

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..core.decision import label_for
 from ..core.header_list import HeaderList
 from ..core.log_safety import printable
 from ..core.model import RuleSet
-from ..core.resolve import AmbiguousRequest, label_for, resolve, stable_hash
-from .recorded import RecordedRequest, RecordingError, without_query
+from ..core.recording import RecordedRequest, RecordingError, without_query
+from ..core.resolve import AmbiguousRequest, resolve, stable_hash
 
 REFUSED_LABEL = "refused"  # conflicting key headers: the sidecar answers 400
 FOLLOWS_DESTINATION = "(the destination's authority)"  # a Host that only follows the destination

@@ -28,8 +28,8 @@ from typing import Any, BinaryIO
 from mitmproxy import version
 from mitmproxy.io import compat, tnetstring
 
-from ...core.resolve import METADATA_KEY
-from ...tools.recorded import (
+from ...core.decision import METADATA_KEY
+from ...core.recording import (
     CLIENT_REQUEST_KEY,
     RecordedRequest,
     RecordingError,
