@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar_dispatcher.core.header_list import HeaderList
+from sidecar_dispatcher.core.header_edits import HeaderList
+from sidecar_dispatcher.core.model import HeaderPatch
 from sidecar_dispatcher.testing.configs import dispatch_config
 from sidecar_dispatcher.tools.cli import main
 
@@ -164,8 +165,8 @@ def test_unknown_run_option_is_a_usage_error() -> None:
 
 def test_header_list_replaces_in_place_like_mitmproxy() -> None:
     headers = HeaderList([("A", "1"), ("b", "2"), ("a", "3")])
-    headers.set("a", "new")
-    headers.set("C", "4")
+    headers.apply([HeaderPatch("a", "new")])
+    headers.apply([HeaderPatch("C", "4")])
     assert headers.fields == [("A", "new"), ("b", "2"), ("C", "4")]
 
 

@@ -19,7 +19,7 @@ from mitmproxy.proxy.layers.http import HttpRequestHook  # type: ignore[attr-def
 
 from sidecar_dispatcher.config.destinations import parse_destination
 from sidecar_dispatcher.config.load import parse_config
-from sidecar_dispatcher.core.header_list import HeaderList
+from sidecar_dispatcher.core.header_edits import HeaderList
 from sidecar_dispatcher.core.model import Destination
 from sidecar_dispatcher.core.resolve import resolve
 from sidecar_dispatcher.observe.metrics import MIRROR_REQUESTS

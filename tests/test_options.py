@@ -19,9 +19,9 @@ def test_the_dispatcher_declares_every_option_as_the_options_module_describes_it
     for variable in (options.CONFIG_VARIABLE, options.ACCESS_LOG_VARIABLE):
         monkeypatch.delenv(variable, raising=False)
     with taddons.context(Dispatcher()) as tctx:
-        declared = {name for name in tctx.options.keys() if name.startswith("dispatcher_")}
-        assert declared == {option.name for option in options.ALL}
         loaded_options = dict(tctx.options.items())
+        declared = {name for name in loaded_options if name.startswith("dispatcher_")}
+        assert declared == {option.name for option in options.ALL}
         for option in options.ALL:
             loaded = loaded_options[option.name]
             assert (loaded.default, loaded.help, loaded.typespec) == (

@@ -9,7 +9,7 @@ import pytest
 
 from sidecar_dispatcher.config.load import ConfigError, parse_config
 from sidecar_dispatcher.core.decision import Decision
-from sidecar_dispatcher.core.header_list import HeaderList
+from sidecar_dispatcher.core.header_edits import HeaderList
 from sidecar_dispatcher.core.model import (
     HeaderAppend,
     HeaderPatch,
@@ -164,7 +164,7 @@ def test_edits_apply_to_a_header_list_as_mitmproxy_would() -> None:
     headers = HeaderList(
         [("x-debug", "1"), ("Authorization", "Bearer t"), ("Via", "1.1 edge"), ("X-Env", "a")]
     )
-    decide(("x-debug", "1"), path="/api/x").apply_headers(headers)
+    headers.apply(decide(("x-debug", "1"), path="/api/x").headers)
     assert headers.fields == [
         ("x-debug", "1"),
         ("Via", "1.1 edge"),

@@ -7,7 +7,7 @@ import pytest
 from sidecar_dispatcher.config.destinations import parse_destination
 from sidecar_dispatcher.config.load import parse_config
 from sidecar_dispatcher.core.decision import Decision
-from sidecar_dispatcher.core.header_list import HeaderList
+from sidecar_dispatcher.core.header_edits import HeaderList
 from sidecar_dispatcher.core.model import HeaderPatch
 from sidecar_dispatcher.core.resolve import AmbiguousRequest, forwarded_for, resolve
 from sidecar_dispatcher.testing.configs import dispatch_config

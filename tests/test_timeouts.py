@@ -19,8 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar_dispatcher import Dispatcher
 from sidecar_dispatcher import _mitmproxy as internals
+from sidecar_dispatcher.core.decision import Decision
 from sidecar_dispatcher.observe.access_log import text_line
 from sidecar_dispatcher.observe.outcome import TIMED_OUT_KEY, Outcome
+from sidecar_dispatcher.proxy.flow_decision import decision_of
 from sidecar_dispatcher.proxy.timeouts import (
     RETRY_SECONDS,
     RETRY_SECONDS_AT_MOST,
@@ -51,6 +53,12 @@ routes:
     destination: http://plain.test:8080
 """
 )
+
+
+def decided(flow: http.HTTPFlow) -> Decision:
+    decision = decision_of(flow)
+    assert decision is not None, "the router made no decision for this flow"
+    return decision
 
 
 def clock_of(dispatcher: Dispatcher) -> UpstreamTimeouts:
@@ -167,7 +175,7 @@ def test_the_answer_is_a_plain_text_504_naming_the_route_not_its_destination(
     routed: Harness,
 ) -> None:
     flow = routed.dispatch(make_flow(("x-tenant", "eu-1")))
-    answer = overdue_answer(flow.metadata["dispatcher"], 2.5, "GET")
+    answer = overdue_answer(decided(flow), 2.5, "GET")
     assert answer.status_code == 504
     assert answer.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert answer.content == (
@@ -179,17 +187,17 @@ def test_the_answer_is_a_plain_text_504_naming_the_route_not_its_destination(
 def test_the_answer_names_a_rule_or_the_default(harness: Harness) -> None:
     dev = harness.dispatch(make_flow(("environment", "dev")))
     default = harness.dispatch(make_flow())
-    assert overdue_answer(dev.metadata["dispatcher"], 60, "GET").content == (
+    assert overdue_answer(decided(dev), 60, "GET").content == (
         b"sidecar dispatcher: rule dev: no response headers from its destination within 60 s\n"
     )
-    assert overdue_answer(default.metadata["dispatcher"], 1, "GET").text == (
+    assert overdue_answer(decided(default), 1, "GET").text == (
         "sidecar dispatcher: default: no response headers from its destination within 1 s\n"
     )
 
 
 def test_the_answer_to_head_has_no_body(harness: Harness) -> None:
     flow = harness.dispatch(make_flow(("environment", "dev")))
-    answer = overdue_answer(flow.metadata["dispatcher"], 60, "HEAD")
+    answer = overdue_answer(decided(flow), 60, "HEAD")
     assert answer.status_code == 504
     assert answer.content == b""
     assert answer.headers["Content-Length"] == "0"

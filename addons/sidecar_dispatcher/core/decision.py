@@ -11,7 +11,6 @@ mitmweb shows and `diff` reads back from a recorded flow is its `as_metadata()` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 from .model import Destination, HeaderAppend, HeaderEdit, HeaderPatch, HeaderRemoval, Unmatched
 
@@ -23,17 +22,6 @@ UNMATCHED_LABEL = "unmatched"  # ... and the `unmatched` answer
 def label_for(rule: str | None) -> str:
     """The name a decision goes by: its rule, or "default" when no rule matched."""
     return rule if rule is not None else DEFAULT_LABEL
-
-
-class EditableHeaders(Protocol):
-    def set(self, name: str, value: str) -> None:
-        """Give header `name` exactly this one value, replacing every value it had."""
-
-    def add(self, name: str, value: str) -> None:
-        """Add a field, keeping those of the same name."""
-
-    def remove(self, name: str) -> None:
-        """Drop every field of that name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +37,7 @@ class Decision:
     answer: Unmatched | None = None  # the sidecar's own answer, sent nowhere
     split_member: int | None = None  # with a split: the index of the member chosen
     split_sticky: bool = False  # ... chosen by the sticky header's value, not drawn
+    by_route: bool = False  # `rule` names a route (else a rule of `rewrites`)
 
     @property
     def dispatched(self) -> bool:
@@ -72,16 +61,6 @@ class Decision:
             else:
                 names.append(edit.name)
         return tuple(dict.fromkeys(names))
-
-    def apply_headers(self, headers: EditableHeaders) -> None:
-        """Edit the headers in order, so that a later edit wins (a Host patch last)."""
-        for edit in self.headers:
-            if isinstance(edit, HeaderPatch):
-                headers.set(edit.name, edit.value)
-            elif isinstance(edit, HeaderAppend):
-                headers.add(edit.name, edit.value)
-            else:
-                headers.remove(edit.name)
 
     def describe(self) -> str:
         """The flow comment shown in mitmweb: `dev → http://example.com`."""

@@ -1,7 +1,8 @@
-"""A request's header fields read once and edited in one pass: the router's hot path.
+"""Header fields read once and edited in one pass: the one implementation of a decision's edits.
 
-    index = HeaderIndex(request.headers.fields)      # routing.HeaderLookup, for resolve()
-    request.headers.fields = edited_fields(request.headers.fields, edits)
+    index = HeaderIndex(request.headers.fields)      # resolve.HeaderLookup, for resolve()
+    request.headers.fields = edited_fields(request.headers.fields, edits)   # the router
+    HeaderList([("Host", "a.test")]).apply(decision.headers)                # explain, diff, tests
 
 mitmproxy's `Headers` lowercases and encodes every field's name again on each `get_all` and
 each `headers[name] = value`; a dispatch asked about five look-ups and four edits of every
@@ -10,7 +11,8 @@ as mitmproxy keeps them (bytes, names compared ASCII-lowercased, text as UTF-8 w
 escapes), are read once and written once, with the same result as mitmproxy's own operations:
 a patch replaces the first field of that name in place (keeping its spelling) and drops the
 others, or is added at the end; an append is added at the end; a removal drops every field of
-that name (tests/test_request_edits.py compares both on generated requests).
+that name (tests/test_request_edits.py compares both on generated requests). `HeaderList` holds
+fields as text, for what runs without mitmproxy, and edits them with the same function.
 """
 
 from __future__ import annotations
@@ -79,3 +81,29 @@ def _patched(
     if not placed:
         result.append((name, value))
     return result
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode(_ENCODING, _ERRORS)
+
+
+class HeaderList:
+    """Header fields as text, in order, as a request carries them (`resolve.HeaderLookup`).
+
+    `explain`, `diff` and tests read and edit them as the router edits a request's fields.
+    """
+
+    def __init__(self, fields: Sequence[tuple[str, str]] = ()) -> None:
+        self.fields = list(fields)
+
+    def get_all(self, name: str) -> list[str]:
+        return [value for key, value in self.fields if key.lower() == name.lower()]
+
+    def items(self, multi: bool = True) -> list[tuple[str, str]]:
+        """Every field in order (mitmproxy's `Headers.items(multi=True)`)."""
+        return list(self.fields)
+
+    def apply(self, edits: Iterable[HeaderEdit]) -> None:
+        """Edit the fields in order, so that a later edit wins (a Host patch last)."""
+        raw = tuple((_raw(name), _raw(value)) for name, value in self.fields)
+        self.fields = [(_text(name), _text(value)) for name, value in edited_fields(raw, edits)]

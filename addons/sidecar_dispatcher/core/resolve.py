@@ -5,9 +5,9 @@
 The config's `routes` are tried first, in order (the first whose match holds wins), then the
 `rewrites` by the key header's exact value (a dictionary look-up), then `unmatched` if the
 config has it, else the default destination. `resolve` reads headers through anything with
-`get_all(name)` and `items(multi=True)` (mitmproxy's `Headers`, or `HeaderList`) and returns a
-`Decision`: a value that can be applied to a flow or a header list (`apply_headers`), logged,
-stored in flow metadata and compared in tests.
+`get_all(name)` and `items(multi=True)` (mitmproxy's `Headers`, the router's `HeaderIndex`, or
+`HeaderList`) and returns a `Decision` (decision.py): a value the router applies to a flow,
+`HeaderList.apply` to a header list (both with header_edits.py), logged and compared in tests.
 """
 
 from __future__ import annotations
@@ -129,6 +129,7 @@ def _routed(
         mirror=mirror,
         split_member=index,
         split_sticky=sticky,
+        by_route=True,
     )
 
 

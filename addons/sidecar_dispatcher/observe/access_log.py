@@ -30,8 +30,8 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
 from .. import options
-from ..core.decision import METADATA_KEY
 from ..core.log_safety import printable
+from ..proxy.flow_decision import decision_of
 from .outcome import Outcome
 
 ACCESS_LOG_OPTION = options.ACCESS_LOG.name
@@ -88,12 +88,13 @@ class AccessLog:
         ):
             return
         outcome = Outcome.of(flow)
-        decision = flow.metadata.get(METADATA_KEY)
-        patched = list(decision.get("patched", decision["headers_set"])) if decision else []
+        decision = decision_of(flow)
+        reason = decision.reason if decision else None
+        patched = list(decision.patched_names) if decision else []
         if self.format == "json":
-            write_stdout_line(json_line(outcome, decision["reason"] if decision else None, patched))
+            write_stdout_line(json_line(outcome, reason, patched))
         else:
-            line = text_line(outcome, decision["reason"] if decision else None, patched)
+            line = text_line(outcome, reason, patched)
             if self.terminal is None or not self.terminal(line):
                 logger.info(line)
 

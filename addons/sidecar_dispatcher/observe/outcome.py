@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..core.decision import METADATA_KEY, label_for
+from ..proxy.flow_decision import decision_of
 
 if TYPE_CHECKING:
     from mitmproxy import http
@@ -96,10 +96,10 @@ class Outcome:
 
     @classmethod
     def of(cls, flow: http.HTTPFlow) -> Outcome:
-        decision = flow.metadata.get(METADATA_KEY)
+        decision = decision_of(flow)
         if decision:
-            rule = decision.get("label") or label_for(decision["rule"])
-            destination = decision["destination"] or NO_DESTINATION
+            rule = decision.label
+            destination = decision.destination.url if decision.destination else NO_DESTINATION
         else:
             rule, destination = REFUSED, NO_DESTINATION
         error = flow.error.msg if flow.error else None

@@ -23,11 +23,11 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
 from .. import options
-from ..config.destinations import parse_destination
-from ..core.decision import METADATA_KEY, label_for
+from ..core.decision import Decision
 from ..core.log_safety import printable
 from ..core.model import Destination
 from ..observe.request_metrics import RequestMetrics
+from .flow_decision import decision_of
 from .mirror_copy import MirrorCopy, mirror_path, send, tls_context
 
 logger = logging.getLogger(__name__)
@@ -81,12 +81,12 @@ class Mirror:
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live or flow.is_replay:
             return
-        decision = flow.metadata.get(METADATA_KEY)
-        if not decision or not decision.get("mirror"):
+        decision = decision_of(flow)
+        if not decision or decision.mirror is None:
             return
-        label = decision.get("label") or label_for(decision.get("rule"))
+        label = decision.label
         try:
-            self._start(flow, label, parse_destination(decision["mirror"]), decision)
+            self._start(flow, label, decision.mirror, decision)
         except Exception as e:  # a copy must never fail the request it copies
             logger.debug("mirror of %s not sent: %r", label, e, exc_info=True)
             self._count(label, FAILED)
@@ -96,11 +96,10 @@ class Mirror:
             task.cancel()
 
     def _start(
-        self, flow: http.HTTPFlow, label: str, mirror: Destination, decision: dict[str, object]
+        self, flow: http.HTTPFlow, label: str, mirror: Destination, decision: Decision
     ) -> None:
         request = flow.request
-        primary = decision.get("destination")
-        primary_base = parse_destination(primary).base_path if isinstance(primary, str) else ""
+        primary_base = decision.destination.base_path if decision.destination else ""
         path = mirror_path(request.path, primary_base, mirror)
         # Without the query, as in the access log: it may carry secrets.
         what = f"{label} → mirror {mirror}: {request.method} {printable(path.partition('?')[0])}"

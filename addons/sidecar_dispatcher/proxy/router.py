@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Sequence
 
 from mitmproxy import ctx, http
 
-from ..core.decision import METADATA_KEY, Decision, label_for
+from ..core.decision import Decision
 from ..core.header_edits import HeaderIndex, edited_fields
 from ..core.log_safety import printable
 from ..core.model import HeaderAppend, HeaderPatch, HeaderRemoval
-from ..core.recording import CLIENT_REQUEST_KEY, client_request_record
+from ..core.recording import client_request_record
 from ..core.resolve import AmbiguousRequest, resolve
 from ..observe.outcome import refused_by_mitmproxy
+from .flow_decision import decision_of, keep_decision
 from .live_config import LiveConfig
 
 logger = logging.getLogger(__name__)
@@ -70,17 +72,16 @@ class Router:
             flow.response = error_response(502, reason, flow.request.method)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        decision = flow.metadata.get(METADATA_KEY)
-        if decision and flow.response is not None and decision.get("response_headers"):
-            apply_response_headers(flow.response, decision["response_headers"])
+        decision = decision_of(flow)
+        if decision and flow.response is not None and decision.response_headers:
+            apply_response_headers(flow.response, decision.response_headers)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        decision = flow.metadata.get(METADATA_KEY)
+        decision = decision_of(flow)
         if decision and flow.error:
-            label = decision.get("label") or label_for(decision["rule"])
             # mitmproxy's message may quote what the destination sent: escaped and cut too.
             message = printable(flow.error.msg)
-            logger.warning("%s → %s failed: %s", label, decision["destination"], message)
+            logger.warning("%s → %s failed: %s", decision.label, decision.destination, message)
         elif flow.error and (status := refused_by_mitmproxy(flow.error.msg)) is not None:
             # mitmproxy refused the request itself (before a rule): one line, as the router's own
             logger.warning(
@@ -117,9 +118,7 @@ class Router:
             )
         else:
             apply_decision(request, decision, keep_host=self.keep_host_header)
-        record(flow, decision)
-        if client_request is not None:
-            flow.metadata[METADATA_KEY][CLIENT_REQUEST_KEY] = client_request
+        record(flow, decision, client_request)
 
 
 def apply_decision(request: http.Request, decision: Decision, *, keep_host: bool) -> None:
@@ -154,12 +153,13 @@ def apply_decision(request: http.Request, decision: Decision, *, keep_host: bool
         request.authority = ""
 
 
-def record(flow: http.HTTPFlow, decision: Decision) -> None:
-    """Keep the decision with the flow (metadata, mitmweb comment and marker).
-
-    The access log writes the request's line when it completes; DEBUG shows the values set.
-    """
-    flow.metadata[METADATA_KEY] = decision.as_metadata()
+def record(
+    flow: http.HTTPFlow, decision: Decision, client_request: dict[str, object] | None = None
+) -> None:
+    """Keep the decision with the flow (for later addons; its view, comment and marker for
+    mitmweb). The access log writes the request's line when it completes; DEBUG shows the
+    values set."""
+    keep_decision(flow, decision, client_request=client_request)
     flow.comment = decision.describe()
     if decision.dispatched:
         flow.marked = DISPATCHED_MARKER
@@ -172,13 +172,15 @@ def record(flow: http.HTTPFlow, decision: Decision) -> None:
                 logger.debug("%s → %s %s: %s", decision.label, verb, edit.name, edit.value)
 
 
-def apply_response_headers(response: http.Response, edits: list[list[str]]) -> None:
-    """The route's `response` edits, as recorded in the flow's metadata, before the client."""
-    for action, name, value in edits:
-        if action == "set":
-            response.headers[name] = value
+def apply_response_headers(
+    response: http.Response, edits: Sequence[HeaderPatch | HeaderRemoval]
+) -> None:
+    """The route's `response` edits, in order, before the response reaches the client."""
+    for edit in edits:
+        if isinstance(edit, HeaderPatch):
+            response.headers[edit.name] = edit.value
         else:
-            response.headers.pop(name, None)
+            response.headers.pop(edit.name, None)
 
 
 def error_response(status: int, text: str, method: str = "GET") -> http.Response:

@@ -29,8 +29,9 @@ from mitmproxy.addonmanager import Loader
 from .. import _mitmproxy as internals
 from .. import options
 from ..config.routes import MAX_TIMEOUT
-from ..core.decision import DEFAULT_LABEL, METADATA_KEY
+from ..core.decision import DEFAULT_LABEL, Decision
 from ..observe.outcome import TIMED_OUT_KEY, UPSTREAM_TIMEOUT_STATUS
+from .flow_decision import decision_of
 from .router import error_response
 
 logger = logging.getLogger(__name__)
@@ -57,15 +58,14 @@ def parse_timeout(text: str) -> float | None:
     return seconds or None
 
 
-def overdue_answer(decision: dict[str, object], seconds: float, method: str) -> http.Response:
+def overdue_answer(decision: Decision, seconds: float, method: str) -> http.Response:
     """The 504: which rule, how long; never the destination's address."""
-    label = str(decision.get("label") or DEFAULT_LABEL)
-    if decision.get("rule") is None:
+    if decision.rule is None:
         who = DEFAULT_LABEL
-    elif str(decision.get("reason", "")).startswith(f"route {label} "):
-        who = f"route {label}"
+    elif decision.by_route:
+        who = f"route {decision.label}"
     else:
-        who = f"rule {label}"
+        who = f"rule {decision.label}"
     text = (
         f"sidecar dispatcher: {who}: no response headers from its destination within {seconds:g} s"
     )
@@ -124,10 +124,10 @@ class UpstreamTimeouts:
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live or flow.is_replay:
             return
-        decision = flow.metadata.get(METADATA_KEY)
-        if not decision or decision.get("destination") is None or not self.available:
+        decision = decision_of(flow)
+        if not decision or decision.destination is None or not self.available:
             return  # the sidecar answers it itself, or it was not dispatched
-        seconds = decision.get("timeout") or self.default
+        seconds = decision.timeout or self.default
         if seconds:
             assert self.master is not None
             timer = self.master.event_loop.call_later(seconds, self._expired, flow)
@@ -153,13 +153,14 @@ class UpstreamTimeouts:
         if flow.response is not None or flow.error is not None or not flow.live:
             del self.clocks[flow.id]  # a hook will not come for it, or has come
             return
-        decision = flow.metadata[METADATA_KEY]
+        decision = decision_of(flow)
+        assert decision is not None  # a clock is started only for a dispatched flow
         if clock.answer is None:
             clock.answer = overdue_answer(decision, clock.seconds, flow.request.method)
             logger.warning(
                 "%s → %s: no response headers within %g s; answering 504",
-                decision.get("label") or DEFAULT_LABEL,
-                decision["destination"],
+                decision.label,
+                decision.destination,
                 clock.seconds,
             )
         assert self.master is not None

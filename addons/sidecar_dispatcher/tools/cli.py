@@ -20,7 +20,7 @@ from typing import TextIO
 
 from .. import __version__
 from ..config.load import ConfigError, load_config
-from ..core.header_list import HeaderList, parse_header
+from ..core.header_edits import HeaderList
 from ..core.recording import RecordingError
 from ..core.resolve import AmbiguousRequest, resolve
 from ..options import default_config_path
@@ -90,7 +90,7 @@ def explain(arguments: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 0
     if route is not None and route.split is not None:
         print(labelled("split:", describe_pick(route, decision, headers)), file=out)
-    decision.apply_headers(headers)
+    headers.apply(decision.headers)
     print(f"destination:  {destination}", file=out)
     origin = f"{destination.scheme}://{destination.authority}"
     print(f"upstream:     {arguments.method} {origin}{decision.path}", file=out)
@@ -287,3 +287,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """`'Name: value'` as a (name, value) field, the way curl's -H takes it."""
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise ValueError(f"header {text!r} is not of the form 'Name: value'")
+    return name.strip(), value.strip()

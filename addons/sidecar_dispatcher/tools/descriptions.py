@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..core.decision import Decision
-from ..core.header_list import HeaderList
+from ..core.header_edits import HeaderList
 from ..core.matching import Match, RequestView
 from ..core.model import HeaderAppend, HeaderEdit, HeaderRemoval, Route, RuleSet, Unmatched
 

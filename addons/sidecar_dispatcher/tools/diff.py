@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..core.decision import label_for
-from ..core.header_list import HeaderList
+from ..core.header_edits import HeaderList
 from ..core.log_safety import printable
 from ..core.model import RuleSet
 from ..core.recording import RecordedRequest, RecordingError, without_query
