@@ -7,7 +7,7 @@ import weakref
 
 from sidecar_dispatcher.core.decision import METADATA_KEY, Decision
 from sidecar_dispatcher.core.recording import CLIENT_REQUEST_KEY
-from sidecar_dispatcher.proxy.flow_decision import decision_of
+from sidecar_dispatcher.observe.flow_decision import decision_of
 
 from .flows import Harness, make_flow
 

@@ -126,10 +126,10 @@ def test_only_the_internals_package_imports_a_private_name_of_mitmproxy() -> Non
 
 
 # The decision's metadata view: defined, written once (for mitmweb and flow files), and read
-# back only from recorded flows. Addons read the typed decision (proxy/flow_decision.py).
+# back only from recorded flows. Addons read the typed decision (observe/flow_decision.py).
 METADATA_VIEW_OWNERS = {
     "core/decision.py",
-    "proxy/flow_decision.py",
+    "observe/flow_decision.py",
     "core/recording.py",
     "_mitmproxy/fixes/flow_file.py",
 }
@@ -146,3 +146,28 @@ def test_addons_hand_each_other_the_decision_not_its_metadata_view() -> None:
         )
     }
     assert users <= METADATA_VIEW_OWNERS
+
+
+# Folders in the order they build on each other: a module imports only from its own folder
+# and those before it (the package's __init__ and __main__ are the entry points on top).
+LAYERS = ("core", "options", "config", "observe", "_mitmproxy", "proxy", "runner", "tools")
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] == "__main__":
+        return len(LAYERS)
+    if parts[1] == "testing":  # shipped test helpers: loopback sockets and config text
+        return 0
+    return LAYERS.index(parts[1])
+
+
+def test_each_folder_imports_only_from_itself_and_the_layers_before_it() -> None:
+    graph = import_graph()
+    upward = sorted(
+        f"{module} imports {other}"
+        for module, others in graph.items()
+        for other in others
+        if layer_of(other) > layer_of(module) and other != NAME  # `__version__` from the top
+    )
+    assert upward == []

@@ -21,8 +21,8 @@ from sidecar_dispatcher import Dispatcher
 from sidecar_dispatcher import _mitmproxy as internals
 from sidecar_dispatcher.core.decision import Decision
 from sidecar_dispatcher.observe.access_log import text_line
+from sidecar_dispatcher.observe.flow_decision import decision_of
 from sidecar_dispatcher.observe.outcome import TIMED_OUT_KEY, Outcome
-from sidecar_dispatcher.proxy.flow_decision import decision_of
 from sidecar_dispatcher.proxy.timeouts import (
     RETRY_SECONDS,
     RETRY_SECONDS_AT_MOST,

@@ -1,7 +1,13 @@
 """Sidecar HTTP dispatcher: a mitmproxy addon that routes each request by one header.
 
-from sidecar_dispatcher import Dispatcher      # the addon (imports mitmproxy)
-from sidecar_dispatcher.config.load import load_config  # the pure core (does not)
+    from sidecar_dispatcher import Dispatcher               # the addon (imports mitmproxy)
+    from sidecar_dispatcher.config.load import load_config  # the config and core (do not)
+
+Layers, each importing only from those before it (tests/test_layout.py): core/ and options
+(pure), config/ (YAML into the core's values), observe/ (the decision handed on, access log,
+metrics, health), _mitmproxy/ (every reach into mitmproxy's internals), proxy/ (the addons),
+runner/ (the lean runner and its workers), tools/ (the command line). docs/development.md
+follows one request through them.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     rules = load_config("config.yaml")
 
 The file is composed into YAML nodes (safe loader, nothing constructed) and walked by hand
-(`config_reader`), so that every problem carries its file, line and column and the key path it
+(`reader.py`), so that every problem carries its file, line and column and the key path it
 concerns (`rewrites.dev.patch[1].val`). All problems are collected, not just the first.
 """
 

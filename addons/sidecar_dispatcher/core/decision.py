@@ -3,7 +3,7 @@
     decision = resolve(rules, headers, client_ip=..., path="/x", keep_host=False)   # resolve.py
     decision.label, decision.destination, decision.headers, decision.describe()
 
-The proxy's addons hand the `Decision` itself to one another (proxy/flow_decision.py). What
+The proxy's addons hand the `Decision` itself to one another (observe/flow_decision.py). What
 mitmweb shows and `diff` reads back from a recorded flow is its `as_metadata()` view, kept in
 `flow.metadata[METADATA_KEY]`.
 """

@@ -30,7 +30,7 @@ def _raw(text: str) -> bytes:
 
 
 class HeaderIndex:
-    """Header fields by lowercase name, decoded once (`routing.HeaderLookup`)."""
+    """Header fields by lowercase name, decoded once (`resolve.HeaderLookup`)."""
 
     __slots__ = ("_by_name", "_items")
 

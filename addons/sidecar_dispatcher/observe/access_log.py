@@ -31,7 +31,7 @@ from mitmproxy.addonmanager import Loader
 
 from .. import options
 from ..core.log_safety import printable
-from ..proxy.flow_decision import decision_of
+from .flow_decision import decision_of
 from .outcome import Outcome
 
 ACCESS_LOG_OPTION = options.ACCESS_LOG.name

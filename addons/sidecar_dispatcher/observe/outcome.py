@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..proxy.flow_decision import decision_of
+from .flow_decision import decision_of
 
 if TYPE_CHECKING:
     from mitmproxy import http

@@ -3,7 +3,7 @@
     mitmdump ... -s addons/dispatcher.py --set dispatcher_mirror_concurrency=64
 
 A route with `mirror: {destination: http://shadow, percent: 10}` gets a `Decision.mirror` for
-that share of its requests (`routing.resolve` samples it). In the `request` hook, once the body
+that share of its requests (`core.resolve.resolve` samples it). In the `request` hook, once the body
 is complete, this addon starts a task that sends the copy (`mirror_copy.MirrorCopy`) and
 returns at once: the primary request never waits for it, and nothing the mirror does (down,
 slow, failing) reaches the client. At most `dispatcher_mirror_concurrency` copies are in flight
@@ -26,8 +26,8 @@ from .. import options
 from ..core.decision import Decision
 from ..core.log_safety import printable
 from ..core.model import Destination
+from ..observe.flow_decision import decision_of
 from ..observe.request_metrics import RequestMetrics
-from .flow_decision import decision_of
 from .mirror_copy import MirrorCopy, mirror_path, send, tls_context
 
 logger = logging.getLogger(__name__)

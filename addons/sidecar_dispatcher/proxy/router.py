@@ -21,8 +21,8 @@ from ..core.log_safety import printable
 from ..core.model import HeaderAppend, HeaderPatch, HeaderRemoval
 from ..core.recording import client_request_record
 from ..core.resolve import AmbiguousRequest, resolve
+from ..observe.flow_decision import decision_of, keep_decision
 from ..observe.outcome import refused_by_mitmproxy
-from .flow_decision import decision_of, keep_decision
 from .live_config import LiveConfig
 
 logger = logging.getLogger(__name__)

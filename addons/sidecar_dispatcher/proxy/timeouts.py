@@ -30,8 +30,8 @@ from .. import _mitmproxy as internals
 from .. import options
 from ..config.routes import MAX_TIMEOUT
 from ..core.decision import DEFAULT_LABEL, Decision
+from ..observe.flow_decision import decision_of
 from ..observe.outcome import TIMED_OUT_KEY, UPSTREAM_TIMEOUT_STATUS
-from .flow_decision import decision_of
 from .router import error_response
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@
 
 This module does not import mitmproxy: a supervisor of N workers only starts, signals and waits
 for them (each worker is `python -O -m sidecar_dispatcher run --reuse-port`, which serves with
-`runner.serve_until_stopped`). The workers share the listening port with SO_REUSEPORT; the
+`serve.serve_until_stopped`). The workers share the listening port with SO_REUSEPORT; the
 kernel spreads connections over them.
 """
 

@@ -5,7 +5,7 @@
 Stock mitmdump sends every hook through about 30 default addons (map_remote, save, dumper, …);
 this master holds the addons a dispatching reverse proxy uses, so each request visits a handful.
 It behaves like `mitmdump --mode reverse:<default>@$SIDECAR_PORT -s addons/dispatcher.py` (the
-integration tests run against both). `supervisor.run` decides when a process serves.
+integration tests run against both). `run_command.run` decides when a process serves.
 """
 
 from __future__ import annotations
