@@ -13,8 +13,8 @@ run: $(INSTALLED)  ## the sidecar on :$(SIDECAR_PORT) with config.yaml and two d
 test: $(INSTALLED)  ## the whole test suite, with coverage of the package
 	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
-test-fast: $(INSTALLED)  ## the unit tests only: no processes, no network; for the inner loop
-	$(BIN)/python -m pytest -q --ignore=tests/integration $(PYTEST_ARGS)
+test-fast: $(INSTALLED)  ## the tests without processes or sockets (not marked spawns); for the inner loop
+	$(BIN)/python -m pytest -q -m "not spawns" $(PYTEST_ARGS)
 
 test-reliability: $(INSTALLED)  ## hostile clients, broken destinations, the soak (both engines)
 	$(BIN)/python -m pytest -q -m reliability $(PYTEST_ARGS)

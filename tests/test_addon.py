@@ -389,6 +389,7 @@ def test_reload_command_rereads_the_file(harness: Harness, config_path: Path) ->
     assert harness.dispatch(make_flow()).request.host == "other.test"
 
 
+@pytest.mark.spawns  # inotify's set-up runs /sbin/ldconfig -p (ctypes.util.find_library)
 def test_watcher_applies_a_saved_file_and_follows_the_option(config_path: Path) -> None:
     async def scenario() -> None:
         dispatcher = Dispatcher()

@@ -47,6 +47,7 @@ def get(path: str, method: str = "GET") -> bytes:
     return f"{method} {path} HTTP/1.1\r\nHost: admin\r\n\r\n".encode()
 
 
+@pytest.mark.spawns
 @pytest.mark.parametrize(
     ("path", "ready", "healthy", "status_line", "body"),
     [
@@ -71,25 +72,30 @@ def test_each_path_answers_with_its_status(
     assert f"Content-Length: {len(content)}".encode() in head
 
 
+@pytest.mark.spawns
 def test_metrics_are_served_as_prometheus_text() -> None:
     head = exchange(server_with(), get("/metrics")).partition(b"\r\n\r\n")[0]
     assert b"Content-Type: text/plain; version=0.0.4; charset=utf-8" in head
 
 
+@pytest.mark.spawns
 def test_head_gets_the_headers_without_a_body() -> None:
     answer = exchange(server_with(), get("/readyz", "HEAD"))
     assert answer.startswith(b"HTTP/1.1 200 OK")
     assert answer.endswith(b"\r\n\r\n")
 
 
+@pytest.mark.spawns
 def test_other_methods_are_refused() -> None:
     assert exchange(server_with(), get("/readyz", "POST")).startswith(b"HTTP/1.1 405 ")
 
 
+@pytest.mark.spawns
 def test_a_request_head_that_never_ends_is_cut_off() -> None:
     assert exchange(server_with(), b"GET /" + b"a" * 20_000) == b""
 
 
+@pytest.mark.spawns
 def test_a_second_listener_on_the_same_address_is_refused_with_the_address() -> None:
     address = f"127.0.0.1:{free_port()}"
     first = bind_admin_socket(address)
@@ -108,6 +114,7 @@ def test_malformed_addresses_are_refused(text: str) -> None:
         parse_admin_address(text)
 
 
+@pytest.mark.spawns
 def test_ipv6_addresses_are_bracketed() -> None:
     assert parse_admin_address("[::1]:9901") == ("::1", 9901)
     try:
@@ -128,6 +135,7 @@ def test_readiness_needs_config_and_listener_and_ends_with_draining() -> None:
     assert not readiness.ready
 
 
+@pytest.mark.spawns
 def test_port_zero_picks_a_free_port() -> None:
     sock = bind_admin_socket("127.0.0.1:0")
     assert sock.getsockname()[1] > 0

@@ -7,7 +7,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from bench.options_study import WITHOUT_SHORTCUTS
+
+pytestmark = pytest.mark.spawns  # a Python process per prelude
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 

@@ -147,6 +147,7 @@ def test_explain_bad_config_and_bad_header(write_config: WriteConfig) -> None:
     assert "'no colon' is not of the form 'Name: value'" in malformed.stderr
 
 
+@pytest.mark.spawns
 def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "sidecar-dispatcher"
     result = subprocess.run(
@@ -176,6 +177,7 @@ def test_version_comes_from_the_package_metadata() -> None:
     assert result.stdout.strip() == f"sidecar-dispatcher {metadata.version('sidecar-dispatcher')}"
 
 
+@pytest.mark.spawns
 def test_the_command_and_the_workers_supervisor_do_not_load_mitmproxy() -> None:
     # A supervisor of N workers only starts and signals them: mitmproxy would cost it ~70 MiB.
     probe = (

@@ -256,6 +256,7 @@ def test_show_takes_a_count(recorded: Path, config_path: Path) -> None:
     assert diff("--show", "0", "--flows", str(recorded), "--config", str(config_path))[0] == 0
 
 
+@pytest.mark.spawns
 def test_diff_of_a_har_file_imports_nothing_from_mitmproxy(
     tmp_path: Path, config_path: Path
 ) -> None:

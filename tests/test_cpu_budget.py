@@ -259,6 +259,7 @@ ANNOUNCE = (
 )
 
 
+@pytest.mark.spawns
 @pytest.mark.parametrize(("level", "shown"), [("", True), ("info", True), ("WARNING", False)])
 def test_auto_says_once_at_info_how_it_counted(level: str, shown: bool) -> None:
     # In a fresh interpreter: the line is logged before any other handler exists.

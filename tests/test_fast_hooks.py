@@ -561,12 +561,14 @@ def proxy_run(fast: bool, requests: int = 3, to_client: list[bytes] | None = Non
     return calls
 
 
+@pytest.mark.spawns
 def test_real_layers_call_the_same_hooks_in_the_same_order() -> None:
     stock = proxy_run(fast=False)
     assert stock.count(("c", "response", "")) == 3
     assert proxy_run(fast=True) == stock
 
 
+@pytest.mark.spawns
 def test_a_responses_head_and_body_reach_the_client_in_one_write() -> None:
     stock: list[bytes] = []
     fast: list[bytes] = []

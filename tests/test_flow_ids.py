@@ -69,6 +69,7 @@ print(os.read(reading, 64).decode(), flow_ids.new_id())
 """
 
 
+@pytest.mark.spawns
 def test_a_forked_child_never_hands_out_the_parents_next_ids() -> None:
     # In a process of its own: forking pytest's, which has threads, is deprecated.
     done = subprocess.run(

@@ -50,6 +50,7 @@ def test_nothing_is_counted_without_an_admin_listener(harness: Harness) -> None:
     assert requests_total(harness.dispatcher.metrics.metrics) == {}
 
 
+@pytest.mark.spawns  # `observed` binds an admin listener on loopback
 def test_answered_requests_are_counted_by_rule_destination_and_code(observed: Harness) -> None:
     for key, status in (("dev", 200), ("dev", 200), ("qa", 503), (None, 200)):
         headers = [("environment", key)] if key else []
@@ -61,6 +62,7 @@ def test_answered_requests_are_counted_by_rule_destination_and_code(observed: Ha
     }
 
 
+@pytest.mark.spawns  # `observed` binds an admin listener on loopback
 def test_durations_land_in_the_rules_histogram(observed: Harness) -> None:
     flow = observed.dispatch(make_flow(("environment", "dev")))
     observed.hook(HttpResponseHook(answer(flow, seconds=0.004)))
@@ -71,6 +73,7 @@ def test_durations_land_in_the_rules_histogram(observed: Harness) -> None:
     assert DURATION_BUCKETS[0] == 0.001 and DURATION_BUCKETS[-1] == 10.0
 
 
+@pytest.mark.spawns  # `observed` binds an admin listener on loopback
 def test_an_upstream_failure_counts_as_a_502_and_by_its_kind(observed: Harness) -> None:
     flow = observed.dispatch(make_flow(("environment", "dev")))
     flow.request.timestamp_start = time.time()
@@ -89,6 +92,7 @@ def test_an_upstream_failure_counts_as_a_502_and_by_its_kind(observed: Harness) 
     }
 
 
+@pytest.mark.spawns  # `observed` binds an admin listener on loopback
 @pytest.mark.parametrize(
     ("message", "code"),
     [
@@ -116,6 +120,7 @@ def test_a_request_mitmproxy_refused_counts_with_the_status_it_answered(
     assert samples(metrics.exposition(), "sidecar_dispatcher_upstream_errors_total") == {}
 
 
+@pytest.mark.spawns  # `observed` binds an admin listener on loopback
 def test_a_client_that_left_is_not_an_answered_request(observed: Harness) -> None:
     flow = observed.dispatch(make_flow(("environment", "dev")))
     flow.error = tflow.terr("Client disconnected.")
@@ -123,6 +128,7 @@ def test_a_client_that_left_is_not_an_answered_request(observed: Harness) -> Non
     assert requests_total(observed.dispatcher.metrics.metrics) == {}
 
 
+@pytest.mark.spawns  # `observed` binds an admin listener on loopback
 def test_random_key_values_do_not_create_series(observed: Harness) -> None:
     for number in range(50):
         flow = observed.dispatch(make_flow(("environment", f"random-{number}")))
@@ -130,6 +136,7 @@ def test_random_key_values_do_not_create_series(observed: Harness) -> None:
     assert list(requests_total(observed.dispatcher.metrics.metrics).values()) == [50.0]
 
 
+@pytest.mark.spawns  # `observed` binds an admin listener on loopback
 def test_refused_requests_count_under_a_fixed_label(observed: Harness) -> None:
     flow = observed.dispatch(make_flow(("environment", "dev"), ("environment", "qa")))
     observed.hook(HttpResponseHook(flow))
@@ -138,6 +145,7 @@ def test_refused_requests_count_under_a_fixed_label(observed: Harness) -> None:
     }
 
 
+@pytest.mark.spawns  # `observed` binds an admin listener on loopback
 def test_config_reads_are_counted_and_the_rules_in_force_shown(
     observed: Harness, config_path: Path, write_config: WriteConfig
 ) -> None:
@@ -170,6 +178,7 @@ def test_config_reads_are_counted_and_the_rules_in_force_shown(
     assert last >= before
 
 
+@pytest.mark.spawns  # `observed` binds an admin listener on loopback
 def test_readiness_follows_config_listening_and_draining(observed: Harness) -> None:
     def ready() -> float:
         exposition = observed.dispatcher.metrics.metrics.exposition()
@@ -212,6 +221,7 @@ metrics.ready.set(1)
 """
 
 
+@pytest.mark.spawns
 def test_workers_metrics_are_summed_from_their_shared_folder(tmp_path: Path) -> None:
     for count in (3, 4):
         subprocess.run(
@@ -228,6 +238,7 @@ def test_workers_metrics_are_summed_from_their_shared_folder(tmp_path: Path) -> 
     assert multiprocess_ready_workers(str(tmp_path)) == 2
 
 
+@pytest.mark.spawns  # `observed` binds an admin listener on loopback
 def test_a_rule_named_like_a_reserved_label_is_warned_about(
     observed: Harness, config_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -239,6 +250,7 @@ def test_a_rule_named_like_a_reserved_label_is_warned_about(
     assert "rule name(s) unmatched are also" in caplog.text
 
 
+@pytest.mark.spawns  # `observed` binds an admin listener on loopback
 def test_no_created_samples_are_exposed(observed: Harness) -> None:
     observed.hook(HttpResponseHook(answer(observed.dispatch(make_flow()))))
     assert b"_created" not in observed.dispatcher.metrics.metrics.exposition()

@@ -171,6 +171,7 @@ async def serve(handler: Handler) -> tuple[asyncio.Server, Destination]:
     return server, Destination("http", "127.0.0.1", port)
 
 
+@pytest.mark.spawns
 def test_send_writes_the_copy_and_returns_the_mirrors_status() -> None:
     received: list[bytes] = []
 
@@ -194,6 +195,7 @@ def test_send_writes_the_copy_and_returns_the_mirrors_status() -> None:
     ]
 
 
+@pytest.mark.spawns
 def test_send_to_a_closed_port_raises_oserror() -> None:
     closed = Destination("http", "127.0.0.1", free_port())
     copy = MirrorCopy.of(closed, "GET", "/", [], b"", http2=False)
@@ -201,6 +203,7 @@ def test_send_to_a_closed_port_raises_oserror() -> None:
         run(lambda: send(copy, tls=None, timeout=5))
 
 
+@pytest.mark.spawns
 def test_send_gives_up_on_a_mirror_that_does_not_answer_in_time() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # never answers; the client gives up first
@@ -219,6 +222,7 @@ def test_send_gives_up_on_a_mirror_that_does_not_answer_in_time() -> None:
     assert run(scenario) < 2
 
 
+@pytest.mark.spawns
 def test_send_raises_when_the_mirror_closes_without_answering() -> None:
     async def rude(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")

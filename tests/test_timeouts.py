@@ -241,6 +241,7 @@ def test_expiry_hands_the_answer_to_the_flows_connection_and_logs_where_it_went(
     assert flow.id in timeouts.clocks  # until its responseheaders hook
 
 
+@pytest.mark.spawns
 def test_the_answered_flow_counts_as_a_504_of_kind_timeout(
     routed: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

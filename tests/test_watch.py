@@ -52,6 +52,7 @@ def elsewhere(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.spawns  # inotify's set-up runs /sbin/ldconfig -p (ctypes.util.find_library)
 def test_rename_over_the_path_fires_once(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("a")
@@ -64,6 +65,7 @@ def test_rename_over_the_path_fires_once(tmp_path: Path) -> None:
     assert len(watch_while(path, save)) == 1
 
 
+@pytest.mark.spawns  # inotify's set-up runs /sbin/ldconfig -p (ctypes.util.find_library)
 def test_slow_in_place_write_fires_only_after_the_close(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("old")
@@ -83,6 +85,7 @@ def test_slow_in_place_write_fires_only_after_the_close(tmp_path: Path) -> None:
     assert fired[0] >= closed_at[0] - 0.05  # never while the file was half-written
 
 
+@pytest.mark.spawns  # inotify's set-up runs /sbin/ldconfig -p (ctypes.util.find_library)
 def test_configmap_data_swap_fires(tmp_path: Path) -> None:
     first = tmp_path / "..2026_01"
     first.mkdir()
@@ -102,6 +105,7 @@ def test_configmap_data_swap_fires(tmp_path: Path) -> None:
     assert path.read_text() == "b"
 
 
+@pytest.mark.spawns  # inotify's set-up runs /sbin/ldconfig -p (ctypes.util.find_library)
 def test_in_place_write_to_a_symlink_target_elsewhere_fires(
     tmp_path: Path, elsewhere: Path
 ) -> None:
@@ -109,12 +113,14 @@ def test_in_place_write_to_a_symlink_target_elsewhere_fires(
     assert len(watch_while(path, lambda: (elsewhere / "config.yaml").write_text("b"))) == 1
 
 
+@pytest.mark.spawns  # inotify's set-up runs /sbin/ldconfig -p (ctypes.util.find_library)
 def test_deletion_fires(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("a")
     assert len(watch_while(path, path.unlink)) == 1
 
 
+@pytest.mark.spawns  # inotify's set-up runs /sbin/ldconfig -p (ctypes.util.find_library)
 def test_unrelated_new_file_being_written_does_not_fire(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("a")
@@ -148,6 +154,7 @@ def test_fingerprint_follows_symlinks_and_reports_absence(tmp_path: Path) -> Non
     assert watch.fingerprint(str(tmp_path / "absent.yaml")) is None
 
 
+@pytest.mark.spawns  # inotify's set-up runs /sbin/ldconfig -p (ctypes.util.find_library)
 def test_a_target_folder_that_disappears_is_survived(tmp_path: Path, elsewhere: Path) -> None:
     path = tmp_path / "config.yaml"
 

@@ -10,11 +10,16 @@ from sidecar_dispatcher.testing.loopback import free_port
 
 from .processes import ENGINES, Sidecar, Upstream
 
+HERE = Path(__file__).resolve().parent
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this folder (and only those: this hook sees the whole session's items)
+    starts processes or servers: `integration` and `spawns` (which `make test-fast` leaves out)."""
     for item in items:
-        if "integration" in str(item.path):
+        if item.path.resolve().is_relative_to(HERE):
             item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.spawns)
 
 
 @pytest.fixture(scope="session")
