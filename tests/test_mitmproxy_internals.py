@@ -8,7 +8,8 @@ import errno
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import h2.config
@@ -25,6 +26,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 from mitmproxy.test import taddons, tflow
 
 from sidecar_dispatcher import _mitmproxy as internals
+from sidecar_dispatcher._mitmproxy.speed import fast_hooks, flow_ids, header_lookups, terminal_lines
 from sidecar_dispatcher.proxy.addon import Dispatcher
 from sidecar_dispatcher.runner.serve import build_master, lean_addons
 from sidecar_dispatcher.testing.loopback import free_port
@@ -135,6 +137,158 @@ def test_the_runner_refuses_to_build_naming_the_internal_and_the_version(
     assert "  - Example.internal: it is gone" in message
 
 
+def test_the_refusal_names_the_declared_mitmproxy_and_what_mitmdump_still_needs() -> None:
+    message = str(internals.InternalsChanged(["Example.internal: it is gone"]))
+    assert "Install a mitmproxy release that has them, within mitmproxy" in message
+    assert "(pyproject.toml)" in message
+    # mitmdump is no way around it: the addon relies on the fixes there too.
+    assert "public addon API" not in message
+    assert "needs fewer of them (not the lean master's) but not none" in message
+
+
+# --- fixes/ are fatal to the runner, speed/ cost only their shortcut
+
+
+def test_each_reach_of_speed_serves_a_shortcut_and_no_reach_of_fixes_does() -> None:
+    for reach in internals.REACHES:
+        module = reach.check.__module__
+        if ".speed." in module:
+            assert reach.shortcut is not None, reach.name
+        else:
+            assert ".fixes." in module, (reach.name, module)
+            assert reach.shortcut is None, reach.name
+
+
+def test_every_shortcut_has_a_reach() -> None:
+    assert {reach.shortcut for reach in internals.REACHES} - {None} == set(internals.Shortcut)
+
+
+def build_runner(tmp_path: Path) -> master.Master:
+    """The runner's master, built as `sidecar-dispatcher run` builds it; not running."""
+    config = tmp_path / "config.yaml"
+    config.write_text("key: environment\ndestination: http://127.0.0.1:1\n")
+
+    async def build() -> master.Master:
+        return build_master(
+            [
+                "mode=reverse:http://127.0.0.1:1@1",
+                f"dispatcher_config={config}",
+                "dispatcher_admin=",
+                "dispatcher_watch=false",
+                f"confdir={tmp_path / 'confdir'}",
+            ],
+            reuse_port=False,
+        )
+
+    return asyncio.run(build())
+
+
+@pytest.fixture
+def runner_master(tmp_path: Path) -> Iterator[Callable[[], master.Master]]:
+    """Builds the runner's master on demand (after the test has broken what it breaks)."""
+    built: list[master.Master] = []
+
+    def build() -> master.Master:
+        built.append(build_runner(tmp_path))
+        return built[-1]
+
+    yield build
+    for lean in built:
+        lean.addons.clear()  # their done hooks: the terminal log's handler leaves the root logger
+
+
+def warnings_from(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+def a_headers_get_of_mitmproxys_own(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """As if an upgrade gave Headers a get() of its own, which the runner must not replace."""
+
+    def get(self: http.Headers, key: Any, default: Any = None) -> Any:
+        return Mapping.get(self, key, default)
+
+    monkeypatch.setattr(http.Headers, "get", get)
+    return get
+
+
+def test_all_shortcuts_are_usable_on_the_installed_mitmproxy_without_a_warning(
+    lean: master.Master, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert internals.usable_shortcuts(lean) == frozenset(internals.Shortcut)
+    assert warnings_from(caplog) == []
+
+
+def test_a_changed_header_lookup_costs_that_shortcut_only_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    runner_master: Callable[[], master.Master],
+) -> None:
+    own_get = a_headers_get_of_mitmproxys_own(monkeypatch)
+    built = runner_master()
+    (warning,) = warnings_from(caplog)
+    message = warning.getMessage()
+    assert warning.levelno == logging.WARNING
+    assert f"mitmproxy {internals.mitmproxy_version()} lacks or has changed internals" in message
+    assert "the runner takes mitmproxy's own path for them" in message
+    assert (
+        "  - header look-ups: Headers.get / __contains__ (replaced: one scan, no KeyError): "
+        "Headers has its own get() now; the runner would replace it"
+    ) in message
+    assert http.Headers.get is own_get  # not replaced: mitmproxy's own path
+    assert not header_lookups.installed()
+    # The other shortcuts are installed.
+    assert fast_hooks.hook_table(built) is not None
+    assert flow_ids.installed()
+    dispatcher: Dispatcher = built.addons.get("dispatcher")
+    assert isinstance(dispatcher.access_log.terminal, terminal_lines.TerminalLines)
+
+
+def test_a_changed_hook_path_leaves_the_master_with_mitmproxys_hook_dispatch(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    runner_master: Callable[[], master.Master],
+) -> None:
+    piece = sorted(fast_hooks.STOCK_FINGERPRINTS)[0]
+    monkeypatch.setitem(fast_hooks.STOCK_FINGERPRINTS, piece, "0" * 16)  # mitmproxy's changed
+    built = runner_master()
+    (warning,) = warnings_from(caplog)
+    assert "  - fast hook path: mitmproxy's hook path" in warning.getMessage()
+    assert f"{piece} is not the code the fast hook path reproduces" in warning.getMessage()
+    assert fast_hooks.hook_table(built) is None
+    assert "add" not in vars(built.addons)  # the addon manager is mitmproxy's, unwrapped
+    assert header_lookups.installed()
+    assert flow_ids.installed()
+
+
+def test_several_changed_shortcuts_are_named_in_one_warning(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    runner_master: Callable[[], master.Master],
+) -> None:
+    a_headers_get_of_mitmproxys_own(monkeypatch)
+    other_ids = tuple(
+        (owner, name, (*made, "uuid.uuid7()")) for owner, name, made in flow_ids.STOCK_USES
+    )
+    monkeypatch.setattr(flow_ids, "STOCK_USES", other_ids)  # mitmproxy makes its ids otherwise
+    built = runner_master()
+    (warning,) = warnings_from(caplog)
+    assert "  - header look-ups: " in warning.getMessage()
+    assert "  - pooled flow ids: " in warning.getMessage()
+    assert not header_lookups.installed()
+    assert not flow_ids.installed()
+    assert fast_hooks.hook_table(built) is not None
+
+
+def test_a_changed_internal_of_a_fix_still_stops_the_runner(
+    monkeypatch: pytest.MonkeyPatch, runner_master: Callable[[], master.Master]
+) -> None:
+    monkeypatch.setattr(internals.trailers, "STOCK_READ_BODY", ("yield ReceiveTrailers(",))
+    with pytest.raises(internals.InternalsChanged) as refused:
+        runner_master()
+    (problem,) = refused.value.problems
+    assert problem.startswith("_http1.make_body_reader (wrapped: trailers dropped): ")
+
+
 def reverse_instance(port: int) -> mode_servers.ReverseInstance:
     mode = ReverseMode.parse(f"reverse:http://127.0.0.1:1@{port}")
     return mode_servers.ReverseInstance(mode, manager=None)
@@ -146,6 +300,7 @@ async def close_all(servers: list[Any]) -> None:
         await server.wait_closed()
 
 
+@pytest.mark.spawns
 def test_shared_listening_port_lets_two_listeners_bind_one_port(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -5,7 +5,9 @@ Dispatch itself is covered by the other integration tests, which run against the
 
 from __future__ import annotations
 
+import asyncio
 import http.client
+import logging
 import os
 import signal
 import socket
@@ -19,8 +21,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from mitmproxy.test import taddons
 
-from sidecar_dispatcher.testing.loopback import Response, send
+from sidecar_dispatcher.proxy.live_config import LiveConfig
+from sidecar_dispatcher.runner.serve import HangupsWhileStarting
+from sidecar_dispatcher.testing.loopback import Response, accepts, send
 
 from .processes import BIN, LoopbackServer, Sidecar, Upstream
 
@@ -232,3 +237,72 @@ def test_bad_sidecar_port_is_refused(config_file: Path, port: str) -> None:
     )
     assert result.returncode == 1
     assert f"SIDECAR_PORT='{port}' is not a port number" in result.stderr
+
+
+def reexecuted(pid: int) -> bool:
+    """Has `run` become `python -O -m sidecar_dispatcher` (runner/run_command.py)?"""
+    try:
+        return b"-O" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+
+
+def test_a_sighup_while_it_starts_does_not_end_it(
+    config_file: Path, default_upstream: Upstream
+) -> None:
+    sidecar = Sidecar(default_upstream.url, config=config_file, engine="runner")
+    process = sidecar._spawn()
+    sidecar.process = process  # stopped by sidecar.stop() however the test ends
+    try:
+        # From the moment `run` has re-executed itself with -O, before it imports mitmproxy,
+        # builds the master and listens. (Earlier, while the first Python starts, a HUP meets
+        # the default action as in any program.)
+        deadline = time.monotonic() + 30
+        while not reexecuted(process.pid):
+            assert process.poll() is None, f"exited with {process.returncode}:\n{sidecar.logs()}"
+            assert time.monotonic() < deadline, "it never re-executed itself with -O"
+            time.sleep(0.001)
+        hangups, accepted_at = 0, None
+        deadline = time.monotonic() + 30
+        while process.poll() is None and time.monotonic() < deadline:
+            os.kill(process.pid, signal.SIGHUP)
+            hangups += 1
+            time.sleep(0.005)
+            if accepted_at is None and accepts(sidecar.port):
+                accepted_at = time.monotonic()
+            if accepted_at is not None and time.monotonic() - accepted_at > 0.5:
+                break
+        assert process.poll() is None, (
+            f"exited with {process.returncode} after {hangups} SIGHUPs:\n{sidecar.logs()}"
+        )
+        assert accepted_at is not None, f"not listening after 30 s:\n{sidecar.logs()}"
+        assert sidecar.request("GET", "/", [("environment", "dev")]).status == 200
+        sidecar.wait_for_log("reloaded (SIGHUP)")  # the HUPs were reloads of the config
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+    finally:
+        sidecar.stop()
+
+
+def test_sighups_before_the_config_keeper_runs_are_one_reload_once_it_does(
+    config_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keeper = LiveConfig()
+    loop = asyncio.new_event_loop()  # the runner's, not running yet: the master is being built
+    try:
+        hangups = HangupsWhileStarting(loop)
+        with taddons.context(keeper) as tctx:
+            tctx.configure(keeper, dispatcher_config=str(config_file), dispatcher_watch=False)
+            hangups.config = keeper
+            # Or the HUPs below would end this test run, as they ended the runner.
+            assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN)
+            for _ in range(3):
+                os.kill(os.getpid(), signal.SIGHUP)
+            loop.run_until_complete(asyncio.sleep(0.05))  # the loop hands them to the handler
+            assert hangups.received == 3
+            with caplog.at_level(logging.INFO, logger="sidecar_dispatcher"):
+                hangups.running()  # mitmproxy's `running`, after the keeper's own
+    finally:
+        loop.close()  # and with it the handler: SIGHUP's default action again
+    reloads = [r for r in caplog.records if "reloaded (SIGHUP while starting)" in r.getMessage()]
+    assert len(reloads) == 1

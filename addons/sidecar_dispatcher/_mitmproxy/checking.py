@@ -5,12 +5,22 @@ Reach("HttpLayer._handle_event (wrapped)", check)   # check(master) -> problem o
 
 from __future__ import annotations
 
+import enum
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from mitmproxy import master
+
+
+class Shortcut(enum.StrEnum):
+    """A speed-only shortcut of the runner's; without it the runner takes mitmproxy's own path."""
+
+    FAST_HOOKS = "fast hook path"
+    HEADER_LOOKUPS = "header look-ups"
+    FLOW_IDS = "pooled flow ids"
+    TERMINAL_LINES = "direct terminal lines"
 
 
 @dataclass(frozen=True)
@@ -20,6 +30,9 @@ class Reach:
     name: str
     check: Callable[[master.Master], str | None]
     for_timeouts: bool = False  # UpstreamTimeouts checks it itself, under mitmdump too
+    # The speed-only shortcut it serves: a failed check costs that shortcut, not the start.
+    # None: correctness depends on it, and a failed check stops the runner.
+    shortcut: Shortcut | None = None
 
 
 _STOCK = "_dispatcher_wraps"  # on a wrapper: the stock method it wraps

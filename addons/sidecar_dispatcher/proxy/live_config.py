@@ -102,7 +102,9 @@ class LiveConfig:
             self.watcher.stop()
             self.watcher = None
         with contextlib.suppress(RuntimeError, NotImplementedError, ValueError):
-            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            if asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP):
+                # Not the default action (exit 129) while the process stops: a late HUP is moot.
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     @command.command("dispatcher.reload")
     def reload_command(self) -> None:

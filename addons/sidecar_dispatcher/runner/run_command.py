@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -66,6 +67,10 @@ def run(arguments: Sequence[str], workers: int | None, reuse_port: bool) -> int:
     `workers` None is `--workers auto`: one per CPU the process may use (runner/cpu_budget.py); when
     that is one, the process serves itself, as with `--workers 1`.
     """
+    # A SIGHUP (reload) that comes while this process starts, re-executes itself and imports
+    # mitmproxy would end it: ignored until the serving loop takes it (runner/serve.py) or the
+    # supervisor does (workers.py). An ignored signal stays ignored across exec.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     config_path = next(
         (a.partition("=")[2] for a in arguments if a.startswith(f"{options.CONFIG.name}=")),
         options.default_config_path(),

@@ -31,10 +31,12 @@ from mitmproxy.addons import (
 )
 
 from .. import _mitmproxy as internals
+from .._mitmproxy import Shortcut
 from ..observe import access_log
 from ..observe.access_log import BatchedOutput
 from ..options import SHUTDOWN_GRACE
 from ..proxy.addon import Dispatcher
+from ..proxy.live_config import LiveConfig
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +70,8 @@ def recording_addons(set_options: Sequence[str]) -> list[object]:
 def build_master(set_options: Sequence[str], *, reuse_port: bool) -> master.Master:
     """The master with every option applied and the config read; nothing listens yet.
 
-    Raises OptionsError (a bad option or config) or InternalsChanged (see _mitmproxy).
+    Raises OptionsError (a bad option or config) or InternalsChanged (see _mitmproxy): the
+    internals that correctness depends on changed; those of a speed shortcut cost only that.
     """
     opts = options.Options()
     lean = master.Master(opts, event_loop=asyncio.get_running_loop(), with_termlog=True)
@@ -79,18 +82,25 @@ def build_master(set_options: Sequence[str], *, reuse_port: bool) -> master.Mast
             "file; record on a sidecar with one worker"
         )
     lean.addons.add(*lean_addons(), *recording, Dispatcher())
-    if problems := internals.self_check(lean):
+    if problems := internals.self_check(lean, fixes_only=True):
         raise internals.InternalsChanged(problems)
+    # Each speed shortcut whose internals hold; for the others (one warning names them) the
+    # runner takes mitmproxy's own path, as mitmdump does.
+    usable = internals.usable_shortcuts(lean)
     internals.drop_legacy_log_events(lean)
     # Hooks from a table, synchronous ones inline under the connection's lock: about a third of
     # the runner's CPU per request was mitmproxy's hook dispatch (docs/performance.md).
-    internals.fast_hooks.use_fast_hooks(lean)
+    if Shortcut.FAST_HOOKS in usable:
+        internals.fast_hooks.use_fast_hooks(lean)
     # What else the runner's profile showed of mitmproxy's per-request cost (docs/performance.md):
     # a KeyError per absent header looked up, a getrandom() per flow id, a log record per line.
-    internals.faster_header_lookups()
-    internals.pooled_ids()
+    if Shortcut.HEADER_LOOKUPS in usable:
+        internals.faster_header_lookups()
+    if Shortcut.FLOW_IDS in usable:
+        internals.pooled_ids()
     dispatcher: Dispatcher = lean.addons.get("dispatcher")
-    dispatcher.access_log.terminal = internals.direct_terminal_lines(lean, access_log.logger)
+    if Shortcut.TERMINAL_LINES in usable:
+        dispatcher.access_log.terminal = internals.direct_terminal_lines(lean, access_log.logger)
     # The client's request is kept with each flow for `diff`; unrecorded, nothing reads it here.
     dispatcher.router.keeps_client_request = bool(recording)
     opts.set(*set_options, defer=True)
@@ -138,15 +148,46 @@ async def serve(set_options: Sequence[str], *, reuse_port: bool) -> int:
         sys.stdout = stdout
 
 
+class HangupsWhileStarting:
+    """SIGHUP taken from before anything listens until the config keeper takes it: one reload.
+
+    The keeper (proxy/live_config.py) takes SIGHUP in its `running` hook, which mitmproxy calls
+    once the port already listens; until then a HUP would meet Python's default action and end
+    the process (status 129). Here the HUPs that come first are counted and answered by one
+    reload in `running`, after the keeper's (this addon comes after the Dispatcher), whose own
+    handler has replaced this one by then. The config was read while the master was built,
+    maybe before the change a HUP announces, and the file watcher sees only later changes.
+    One reload, not one each: a read still under way turns the next reload into an error,
+    which mitmproxy's errorcheck would take for a failed start.
+    """
+
+    name = "sidecar-hangups-while-starting"
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.received = 0
+        self.config: LiveConfig | None = None  # the keeper, once the master is built
+        loop.add_signal_handler(signal.SIGHUP, self.hung_up)
+
+    def hung_up(self) -> None:
+        self.received += 1
+
+    def running(self) -> None:
+        if self.received and self.config is not None:
+            self.config.reload("SIGHUP while starting")
+
+
 async def serve_batched(set_options: Sequence[str], *, reuse_port: bool) -> int:
+    loop = asyncio.get_running_loop()
+    hangups = HangupsWhileStarting(loop)
     try:
         lean = build_master(set_options, reuse_port=reuse_port)
     except (exceptions.OptionsError, KeyError, internals.InternalsChanged) as e:
         print(f"sidecar-dispatcher: {e}", file=sys.stderr)
         return 1
-    loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []  # keeps the task referenced until it is done
     dispatcher: Dispatcher = lean.addons.get("dispatcher")
+    hangups.config = dispatcher.config
+    lean.addons.add(hangups)
 
     def stop_gracefully() -> None:
         if stopping:  # a second signal: stop now

@@ -33,8 +33,9 @@ is intercepted, or when it has other than one argument; a handler that returns a
 a flow intercepted by a handler, has the rest of the hook finished in a task as `hook_task` would;
 and while such a task of the connection is pending, completions go through the lock one task
 each, as mitmproxy's do, so that the loop runs the pending hook in between as it would.
-Each piece of mitmproxy's source that this reproduces is fingerprinted in `FAST_HOOK_REACHES`: an
-upgrade that changes any of them stops the runner at start-up until this module is reviewed.
+Each piece of mitmproxy's source that this reproduces is fingerprinted in `FAST_HOOK_REACHES`:
+after an upgrade that changes any of them, the runner logs one warning and takes mitmproxy's own
+hook path until this module is reviewed.
 """
 
 from __future__ import annotations
