@@ -3,31 +3,41 @@
     keep_decision(flow, decision, client_request=record)   # the router, once per request
     decision = decision_of(flow)     # the mirror, the timeouts, the access log, metrics, errors
 
-The addons read the typed `Decision` itself; `flow.metadata[METADATA_KEY]` gets its
-`as_metadata()` view only for what reads flows from outside: mitmweb shows it, a flow file keeps
-it, and `diff` reads it back (core/recording.py). The decisions are held weakly: one goes with
-its flow. A flow without one was not dispatched by this process: refused, answered before the
-router, or a replay or copy of an earlier flow (a copy carries the view, not the decision).
+The addons read the typed `Decision` itself. What mitmweb shows, a flow file keeps and `diff`
+reads back (core/recording.py) is its `as_metadata()` view in `flow.metadata[METADATA_KEY]`: a
+dict, written as one by mitmproxy's flow writer. The view carries the decision it was made from
+as an attribute, which no serializer sees, so that reading it costs one look-up (a table of
+flows would cost a weak reference per request). A flow read from a file has the view alone; a
+copy made in the process (a replay) has both. A flow without either was not dispatched: refused,
+or answered before the router.
 """
 
 from __future__ import annotations
 
-from weakref import WeakKeyDictionary
-
-from mitmproxy import http
+from typing import TYPE_CHECKING
 
 from ..core.decision import METADATA_KEY, Decision
 from ..core.recording import CLIENT_REQUEST_KEY
 
-_decisions: WeakKeyDictionary[http.HTTPFlow, Decision] = WeakKeyDictionary()
+if TYPE_CHECKING:
+    from mitmproxy import http
+
+
+class DecisionView(dict[str, object]):
+    """`Decision.as_metadata()`, with the decision itself in `decision`."""
+
+    __slots__ = ("decision",)
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.as_metadata())
+        self.decision = decision
 
 
 def keep_decision(
     flow: http.HTTPFlow, decision: Decision, *, client_request: dict[str, object] | None = None
 ) -> None:
-    """Keep the decision with the flow, and its view (with the client's request, for `diff`)."""
-    _decisions[flow] = decision
-    view = decision.as_metadata()
+    """Keep the decision with the flow, in its view (with the client's request, for `diff`)."""
+    view = DecisionView(decision)
     if client_request is not None:
         view[CLIENT_REQUEST_KEY] = client_request
     flow.metadata[METADATA_KEY] = view
@@ -35,4 +45,5 @@ def keep_decision(
 
 def decision_of(flow: http.HTTPFlow) -> Decision | None:
     """The decision the router made for this flow; None when it made none."""
-    return _decisions.get(flow)
+    view = flow.metadata.get(METADATA_KEY)
+    return view.decision if isinstance(view, DecisionView) else None
