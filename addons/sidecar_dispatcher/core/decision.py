@@ -10,7 +10,7 @@ mitmweb shows and `diff` reads back from a recorded flow is its `as_metadata()` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .model import Destination, HeaderAppend, HeaderEdit, HeaderPatch, HeaderRemoval, Unmatched
 
@@ -38,6 +38,20 @@ class Decision:
     split_member: int | None = None  # with a split: the index of the member chosen
     split_sticky: bool = False  # ... chosen by the sticky header's value, not drawn
     by_route: bool = False  # `rule` names a route (else a rule of `rewrites`)
+    # The request headers edited: `Name` set, `+Name` appended to, `-Name` removed. Computed
+    # once: the metadata view and the access log both read it.
+    patched_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = []
+        for edit in self.headers:
+            if isinstance(edit, HeaderRemoval):
+                names.append(f"-{edit.name}")
+            elif isinstance(edit, HeaderAppend):
+                names.append(f"+{edit.name}")
+            else:
+                names.append(edit.name)
+        object.__setattr__(self, "patched_names", tuple(dict.fromkeys(names)))
 
     @property
     def dispatched(self) -> bool:
@@ -48,19 +62,6 @@ class Decision:
         if self.answer is not None:
             return UNMATCHED_LABEL
         return label_for(self.rule)
-
-    @property
-    def patched_names(self) -> tuple[str, ...]:
-        """The request headers edited: `Name` set, `+Name` appended to, `-Name` removed."""
-        names = []
-        for edit in self.headers:
-            if isinstance(edit, HeaderRemoval):
-                names.append(f"-{edit.name}")
-            elif isinstance(edit, HeaderAppend):
-                names.append(f"+{edit.name}")
-            else:
-                names.append(edit.name)
-        return tuple(dict.fromkeys(names))
 
     def describe(self) -> str:
         """The flow comment shown in mitmweb: `dev → http://example.com`."""

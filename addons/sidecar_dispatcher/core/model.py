@@ -23,18 +23,16 @@ class Destination:
     host: str
     port: int
     base_path: str = ""  # "" or "/base" — never a trailing slash
+    # Computed once: every request reads them (the Host patch, logs, metrics labels).
+    authority: str = field(init=False, repr=False, compare=False)  # the Host header value
+    url: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def authority(self) -> str:
-        """The Host header value for this destination (port only when not the default)."""
+    def __post_init__(self) -> None:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        if self.port == DEFAULT_PORTS[self.scheme]:
-            return host
-        return f"{host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://{self.authority}{self.base_path}"
+        # The port only when it is not the scheme's default.
+        authority = host if self.port == DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
+        object.__setattr__(self, "authority", authority)
+        object.__setattr__(self, "url", f"{self.scheme}://{authority}{self.base_path}")
 
     def upstream_path(self, path: str) -> str:
         """Prefix the request path with the base path: `/base` + `/x?q=1` → `/base/x?q=1`.
