@@ -1,8 +1,8 @@
 """The soak: many requests from several clients across every rule while the config is swapped
 every half second; each answer checked against the config version that dispatched it.
 
-Part of the reliability suite (`make test-reliability`). `make test` runs 20,000 requests
-through the runner (the engine of the image) and 5,000 through mitmdump (a third of the speed);
+Part of the reliability suite (`make test-reliability`). `make test` runs 12,000 requests
+through the runner (the engine of the image) and 3,000 through mitmdump (a third of the speed);
 `SOAK_REQUESTS=200000 make soak` runs that many through each. What must hold:
 
 - every request is answered 200 by the upstream its rule names *in the config version that
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.reliability
 KEY = "x-soak-key"
 RULES = ("a", "b", "c")
 CLIENTS = 4
-DEFAULT_REQUESTS = {"runner": 20_000, "mitmdump": 5_000}
+DEFAULT_REQUESTS = {"runner": 12_000, "mitmdump": 3_000}
 WARM_UP = 2000
 SWAP_EVERY = 0.5  # seconds
 RSS_SLACK = 10 * 2**20
