@@ -37,7 +37,6 @@ package imports a private name of mitmproxy.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from importlib import metadata
 
@@ -135,11 +134,6 @@ def declared_mitmproxy() -> str:
     return "the mitmproxy range in pyproject.toml"
 
 
-def _serving(shortcut: Shortcut, reaches: tuple[Reach, ...]) -> tuple[Reach, ...]:
-    """A speed module's reaches, marked with the shortcut they serve."""
-    return tuple(dataclasses.replace(reach, shortcut=shortcut) for reach in reaches)
-
-
 REACHES = (
     # fixes/: a failed check stops the runner
     *lean_master.LEAN_MASTER_REACHES,
@@ -151,10 +145,10 @@ REACHES = (
     *error_pages.ERROR_PAGE_REACHES,
     *stale_retry.STALE_RETRY_REACHES,
     # speed/: a failed check leaves its shortcut out
-    *_serving(Shortcut.FAST_HOOKS, fast_hooks.FAST_HOOK_REACHES),
-    *_serving(Shortcut.HEADER_LOOKUPS, header_lookups.HEADER_LOOKUP_REACHES),
-    *_serving(Shortcut.FLOW_IDS, flow_ids.FLOW_ID_REACHES),
-    *_serving(Shortcut.TERMINAL_LINES, terminal_lines.TERMINAL_LINE_REACHES),
+    *fast_hooks.FAST_HOOK_REACHES,
+    *header_lookups.HEADER_LOOKUP_REACHES,
+    *flow_ids.FLOW_ID_REACHES,
+    *terminal_lines.TERMINAL_LINE_REACHES,
 )
 
 

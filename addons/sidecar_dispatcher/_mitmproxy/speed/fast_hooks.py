@@ -55,7 +55,7 @@ from mitmproxy import addonmanager, exceptions, flow, hooks, master
 from mitmproxy.proxy import commands, events, mode_servers, server
 from mitmproxy.utils import asyncio_utils
 
-from ..checking import _STOCK, Reach, stock_method
+from ..checking import _STOCK, Reach, Shortcut, stock_method
 
 _TABLE = "_sidecar_hook_table"  # on the runner's AddonManager: its HookTable
 _IN_FLIGHT = "_sidecar_hook_tasks"  # on a connection handler: its hook tasks not done yet
@@ -570,9 +570,25 @@ def _check_eager_tasks(_lean: master.Master) -> str | None:
 
 
 FAST_HOOK_REACHES = (
-    Reach("mitmproxy's hook path (reproduced by the fast hooks)", _check_stock_source),
-    Reach("ProxyConnectionHandler.server_event (replaced in the runner)", _check_server_event),
-    Reach("ConnectionHandler's lock, layer and watchdog", _check_connection_handler),
-    Reach("AddonManager.chain and its add/register/remove/clear", _check_addon_manager),
-    Reach("Master.run's eager task factory", _check_eager_tasks),
+    Reach(
+        "mitmproxy's hook path (reproduced by the fast hooks)",
+        _check_stock_source,
+        shortcut=Shortcut.FAST_HOOKS,
+    ),
+    Reach(
+        "ProxyConnectionHandler.server_event (replaced in the runner)",
+        _check_server_event,
+        shortcut=Shortcut.FAST_HOOKS,
+    ),
+    Reach(
+        "ConnectionHandler's lock, layer and watchdog",
+        _check_connection_handler,
+        shortcut=Shortcut.FAST_HOOKS,
+    ),
+    Reach(
+        "AddonManager.chain and its add/register/remove/clear",
+        _check_addon_manager,
+        shortcut=Shortcut.FAST_HOOKS,
+    ),
+    Reach("Master.run's eager task factory", _check_eager_tasks, shortcut=Shortcut.FAST_HOOKS),
 )

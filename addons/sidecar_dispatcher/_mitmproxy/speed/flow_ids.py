@@ -20,7 +20,7 @@ from typing import Any
 
 from mitmproxy import connection, flow
 
-from ..checking import Reach, first_problem, sources_lack
+from ..checking import Reach, Shortcut, first_problem, sources_lack
 
 _POOL_IDS = 256
 _VARIANT = "89ab" * 4  # the hex digit after the variant bits (10xx) are set, by its low bits
@@ -97,4 +97,6 @@ def _check_uses(_lean: object = None) -> str | None:
     )
 
 
-FLOW_ID_REACHES = (Reach("flow and connection ids (uuid4 from a pool)", _check_uses),)
+FLOW_ID_REACHES = (
+    Reach("flow and connection ids (uuid4 from a pool)", _check_uses, shortcut=Shortcut.FLOW_IDS),
+)

@@ -20,7 +20,7 @@ from typing import Any
 from mitmproxy import http
 from mitmproxy.coretypes import multidict
 
-from ..checking import Reach, first_problem, sources_lack
+from ..checking import Reach, Shortcut, first_problem, sources_lack
 
 _STOCK_GET = Mapping.get
 _STOCK_CONTAINS = Mapping.__contains__
@@ -110,5 +110,9 @@ def _check_stock_path(_lean: object = None) -> str | None:
 
 
 HEADER_LOOKUP_REACHES = (
-    Reach("Headers.get / __contains__ (replaced: one scan, no KeyError)", _check_stock_path),
+    Reach(
+        "Headers.get / __contains__ (replaced: one scan, no KeyError)",
+        _check_stock_path,
+        shortcut=Shortcut.HEADER_LOOKUPS,
+    ),
 )

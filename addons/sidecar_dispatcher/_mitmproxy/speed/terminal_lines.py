@@ -24,7 +24,7 @@ from collections.abc import Callable
 from mitmproxy import log, master
 from mitmproxy.addons import termlog
 
-from ..checking import Reach, first_problem, sources_lack
+from ..checking import Reach, Shortcut, first_problem, sources_lack
 
 _INFO = logging.INFO
 _TEST = "PYTEST_CURRENT_TEST"  # MitmLogHandler.filter compares it with its creation's
@@ -145,6 +145,8 @@ def _check_terminal_log(_lean: object = None) -> str | None:
 
 TERMINAL_LINE_REACHES = (
     Reach(
-        "TermLogHandler / MitmFormatter (access lines printed in their format)", _check_terminal_log
+        "TermLogHandler / MitmFormatter (access lines printed in their format)",
+        _check_terminal_log,
+        shortcut=Shortcut.TERMINAL_LINES,
     ),
 )
